@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both bootstrap .venv from scratch.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo-output
+
+.PHONY: demo test setup clean benchmark
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints-dev.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e ".[dev,train]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/medical-denoise demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/speed_memory.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/quality.py --out docs/quality.md
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

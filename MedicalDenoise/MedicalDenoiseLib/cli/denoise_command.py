@@ -1,0 +1,113 @@
+"""``medical-denoise denoise INPUT OUTPUT``: a file, a DICOM series folder, or a folder of inputs."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..denoiser import STRENGTHS, Denoiser, parse_strength
+from ..devices import DEVICE_CHOICES
+from ..errors import InputError, MedicalDenoiseError, OutputError
+from ..image_io import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file, read_volume, write_volume
+from ..normalization import MODALITIES
+from ..preview import comparison_png
+from .progress import PROGRESS_MODES, make_progress
+
+__all__ = ["add_parser", "run"]
+
+
+def _strength(value: str):
+    try:
+        return parse_strength(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="registry name (see `medical-denoise models`) or a .safetensors file; default: the default model")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where the network runs (default: auto)")
+    parser.add_argument("--tile", type=int, default=None, help="largest tile edge in voxels (default: 160 on CPU, 192 on GPU)")
+    parser.add_argument("--flips", action="store_true", help="average over the 8 axis flips: slightly better, 8x slower")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("denoise", help="denoise a file, a DICOM series folder, or a folder of files",
+                       description="Denoise INPUT into OUTPUT on the input's exact voxel grid and pixel type.")
+    p.add_argument("input", type=Path, help=f"input: {SUPPORTED_DESCRIPTION}, or a folder of such files")
+    p.add_argument("output", type=Path, help="output file (format from the extension), a folder for a DICOM series, "
+                   "or a folder when INPUT is a folder of files")
+    add_model_options(p)
+    p.add_argument("--strength", type=_strength, default="auto",
+                   help=f"auto (estimated noise), {', '.join(STRENGTHS)}, or the noise SD in image units (e.g. 25 for 25 HU)")
+    p.add_argument("--modality", default="auto", choices=("auto", *MODALITIES), help="intensity normalisation (default: from the file or the intensities)")
+    p.add_argument("--preview", type=Path, help="also write a PNG of the middle slice: input | denoised | residual")
+    p.add_argument("--progress", default="auto", choices=PROGRESS_MODES, help="bar on a terminal, slicer for 3D Slicer, none")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    p.set_defaults(run=run)
+
+
+def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
+    if output.resolve() == input_path.resolve():
+        raise OutputError(f"{output}: output would overwrite the input; choose another path")
+    if output.exists() and not overwrite and not (output.is_dir() and not any(output.iterdir())):
+        raise OutputError(f"{output}: already exists; use --overwrite to replace it")
+    if not output.parent.exists():
+        raise OutputError(f"{output}: folder {output.parent} does not exist")
+
+
+def _jobs(args) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one for a file or a DICOM folder, one per image for a folder of inputs."""
+    if not args.input.exists():
+        raise InputError(f"{args.input}: no such file or folder")
+    if args.input.is_file() or is_dicom_folder(args.input):
+        _check_output(args.input, args.output, args.overwrite)
+        return [(args.input, args.output)]
+    entries = sorted(p for p in args.input.iterdir() if is_image_file(p) or (p.is_dir() and is_dicom_folder(p)))
+    if not entries:
+        raise InputError(f"{args.input}: folder holds no images; supported: {SUPPORTED_DESCRIPTION}")
+    if args.output.resolve() == args.input.resolve():
+        raise OutputError(f"{args.output}: output folder is the input folder; choose another")
+    if args.output.exists() and not args.output.is_dir():
+        raise OutputError(f"{args.output}: INPUT is a folder, so OUTPUT must be a folder")
+    args.output.mkdir(exist_ok=True)
+    jobs = [(entry, args.output / entry.name) for entry in entries]
+    for source, target in jobs:
+        _check_output(source, target, args.overwrite)
+    return jobs
+
+
+def _denoise_one(denoiser: Denoiser, source: Path, target: Path, args, label: str) -> None:
+    volume = read_volume(source)
+    progress = make_progress(args.progress, label)
+    try:
+        result = denoiser.denoise(volume, strength=args.strength, modality=args.modality, progress=progress)
+    finally:
+        progress.close()
+    write_volume(result.volume, target, reference=volume)
+    for message in result.messages:
+        print(f"medical-denoise: note: {source}: {message}", file=sys.stderr)
+    print(f"{source} -> {target}: {result.modality}, noise SD {result.estimated_sigma:.4g} estimated, "
+          f"{result.used_sigma:.4g} used, {result.seconds:.1f} s on {result.device}", flush=True)
+    if args.preview is not None:
+        preview = args.preview if len(args.jobs) == 1 else args.preview.with_name(f"{target.stem}_{args.preview.name}")
+        comparison_png(preview, [("input", volume.array), ("denoised", result.volume.array),
+                                 ("residual", volume.array.astype("float32") - result.volume.array)])
+
+
+def run(args) -> int:
+    args.jobs = _jobs(args)
+    denoiser = Denoiser(args.model, device=args.device, tile_size=args.tile, flips=args.flips)
+    failures = 0
+    for index, (source, target) in enumerate(args.jobs, 1):
+        label = f"[{index}/{len(args.jobs)}] {source.name}" if len(args.jobs) > 1 else source.name
+        try:
+            _denoise_one(denoiser, source, target, args, label)
+        except MedicalDenoiseError as exc:
+            if len(args.jobs) == 1:
+                raise
+            failures += 1
+            print(f"medical-denoise: error: {exc}", file=sys.stderr)
+    if failures:
+        print(f"medical-denoise: {failures} of {len(args.jobs)} inputs failed", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,54 @@
+"""Choosing the compute device, and describing what this machine has."""
+from __future__ import annotations
+
+import torch
+
+from .errors import DeviceError
+
+__all__ = ["DEVICE_CHOICES", "resolve_device", "describe_devices"]
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def resolve_device(choice: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; an explicit choice must be available.
+
+    Raises:
+        DeviceError: for an unknown choice or a device this machine does not have.
+    """
+    choice = (choice or "auto").lower()
+    if choice not in DEVICE_CHOICES and not choice.startswith("cuda:"):
+        raise DeviceError(f"device must be one of {', '.join(DEVICE_CHOICES)} (or cuda:N), got {choice!r}")
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            built = "with" if torch.version.cuda else "without"
+            raise DeviceError(
+                f"device {choice!r}: CUDA is not available (torch {torch.__version__} built {built} CUDA, "
+                f"{torch.cuda.device_count()} GPUs visible); use --device cpu or auto"
+            )
+        return torch.device(choice)
+    if choice == "mps" and not _mps_available():
+        raise DeviceError("device 'mps': Apple Metal is not available on this machine; use --device cpu or auto")
+    return torch.device(choice)
+
+
+def describe_devices() -> list[str]:
+    """One line per usable device, e.g. ``cuda:0 NVIDIA RTX 4090 (24.0 GB)``, the CPU last."""
+    lines = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            lines.append(f"cuda:{i} {props.name} ({props.total_memory / 2**30:.1f} GB)")
+    if _mps_available():
+        lines.append("mps Apple Metal")
+    lines.append(f"cpu ({torch.get_num_threads()} threads)")
+    return lines

@@ -1,0 +1,32 @@
+"""Generator of the adversarially trained denoiser."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ResidualBlock3D
+from .config import NetworkConfig
+from .residual_autoencoder import ResidualAutoencoder3D
+
+__all__ = ["GANGenerator3D"]
+
+
+class GANGenerator3D(ResidualAutoencoder3D):
+    """The residual autoencoder plus two residual blocks at full resolution before the output.
+
+    Trained with an adversarial term, the extra full-resolution capacity is where fine texture is
+    synthesised back instead of the smooth average an L1/L2 loss prefers. Same input and output as
+    :class:`ResidualAutoencoder3D`, so it can be initialised from a trained autoencoder
+    (``load_state_dict(..., strict=False)`` leaves only ``refine`` new).
+    """
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__(config)
+        self.refine = nn.Sequential(ResidualBlock3D(config.features[0]), ResidualBlock3D(config.features[0]))
+        # Start the refinement as identity so an initialised generator equals its autoencoder.
+        for block in self.refine:
+            nn.init.zeros_(block.conv2.weight)
+            nn.init.zeros_(block.conv2.bias)
+
+    def predict_noise(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.refine(self.full_resolution_features(x)))

@@ -1,0 +1,84 @@
+"""Per-modality intensity normalisation, undone exactly on output.
+
+CT keeps its physical meaning: Hounsfield units map linearly so that air (−1000 HU) is 0 and +1000 HU is 1,
+the same for every scan, so a noise level in HU means the same to the network everywhere. MR and
+ultrasound have no absolute scale: they are divided by a robust upper percentile of the signal (zero stays
+zero, which Rician statistics need), or shifted by a low percentile first when the image has negatives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MODALITIES", "IntensityNormalizer", "guess_modality"]
+
+MODALITIES = ("ct", "mr", "us")
+
+_CT_OFFSET = -1000.0
+_CT_SCALE = 2000.0
+_UPPER_PERCENTILE = 99.5
+_LOWER_PERCENTILE = 0.5
+
+
+def guess_modality(array: np.ndarray, tagged: str | None = None) -> str:
+    """The modality to normalise for: the file's tag when known, else CT when the intensities look like
+    Hounsfield units (air below −500 and tissue above it), else "mr" (percentile scaling, right for US too).
+    """
+    if tagged in MODALITIES:
+        return tagged
+    finite = array[np.isfinite(array)] if np.issubdtype(array.dtype, np.floating) else array
+    if finite.size == 0:
+        return "mr"
+    low, high = np.percentile(finite, [1, 99])
+    return "ct" if low < -500 and high > -200 and np.min(finite) >= -4000 else "mr"
+
+
+@dataclass(frozen=True)
+class IntensityNormalizer:
+    """``normalised = (image − offset) / scale`` and back.
+
+    Attributes:
+        modality: what the parameters were fitted for.
+        offset, scale: the linear map, in the image's units.
+    """
+
+    modality: str
+    offset: float
+    scale: float
+
+    @classmethod
+    def fit(cls, array: np.ndarray, modality: str) -> "IntensityNormalizer":
+        """Parameters for ``array`` (non-finite voxels ignored).
+
+        Raises:
+            ValueError: for an unknown modality, listing the valid ones.
+        """
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
+        if modality == "ct":
+            return cls(modality, _CT_OFFSET, _CT_SCALE)
+        values = array[np.isfinite(array)] if np.issubdtype(array.dtype, np.floating) else array.ravel()
+        if values.size == 0:
+            return cls(modality, 0.0, 1.0)
+        minimum = float(values.min())
+        offset = 0.0 if minimum >= 0 else float(np.percentile(values, _LOWER_PERCENTILE))
+        signal = values[values != 0] if minimum >= 0 else values
+        if signal.size == 0:
+            return cls(modality, offset, 1.0)
+        scale = float(np.percentile(signal, _UPPER_PERCENTILE)) - offset
+        if not np.isfinite(scale) or scale <= 0:
+            # Constant or nearly constant signal: any positive scale keeps the map invertible.
+            scale = max(abs(float(values.max()) - offset), 1.0)
+        return cls(modality, offset, scale)
+
+    def normalize(self, array: np.ndarray) -> np.ndarray:
+        """float32 copy in normalised units."""
+        return ((np.asarray(array, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
+
+    def denormalize(self, array: np.ndarray) -> np.ndarray:
+        """float64 copy back in the image's units (cast by the writer, which rounds and clips integers)."""
+        return np.asarray(array, dtype=np.float64) * self.scale + self.offset
+
+    def to_dict(self) -> dict:
+        return {"modality": self.modality, "offset": self.offset, "scale": self.scale}

@@ -1,0 +1,75 @@
+"""The shipped models, listed in ``MedicalDenoise/Resources/Models.json`` with their sha256."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelFileError
+from .model_files import LoadedModel, load_model
+
+__all__ = ["RegistryEntry", "resources_dir", "registry_path", "list_models", "default_model_name", "resolve_model", "open_model"]
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    name: str
+    file: Path
+    sha256: str
+    summary: str
+    architecture: str
+
+
+def resources_dir() -> Path:
+    """The module's Resources folder (beside the library in the Slicer module folder and in a checkout)."""
+    return Path(os.environ.get("MEDICAL_DENOISE_RESOURCES", Path(__file__).resolve().parent.parent / "Resources"))
+
+
+def registry_path() -> Path:
+    return resources_dir() / "Models.json"
+
+
+def _read_registry() -> dict:
+    path = registry_path()
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: model registry not found; is the Resources folder installed?") from None
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: model registry is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def list_models() -> list[RegistryEntry]:
+    data = _read_registry()
+    base = registry_path().parent
+    return [
+        RegistryEntry(m["name"], base / m["file"], m["sha256"], m.get("summary", ""), m.get("architecture", ""))
+        for m in data.get("models", [])
+    ]
+
+
+def default_model_name() -> str:
+    return _read_registry()["default"]
+
+
+def resolve_model(name_or_path: str | None) -> tuple[Path, str | None]:
+    """The file and expected sha256 for a registry name (None = the default) or a path to a model file.
+
+    Raises:
+        ModelFileError: for a name that is neither registered nor an existing file.
+    """
+    name = name_or_path or default_model_name()
+    for entry in list_models():
+        if entry.name == name:
+            return entry.file, entry.sha256
+    if name.endswith(".safetensors") or os.sep in name or Path(name).exists():
+        return Path(name), None
+    names = ", ".join(e.name for e in list_models())
+    raise ModelFileError(f"unknown model {name!r}; available: {names}, or the path of a .safetensors model file")
+
+
+def open_model(name_or_path: str | None = None) -> LoadedModel:
+    """Resolves and loads a model, checking the registry's sha256 for shipped models."""
+    path, sha = resolve_model(name_or_path)
+    return load_model(path, expected_sha256=sha)

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import oblique_geometry, phantom
+from MedicalDenoiseLib.denoiser import Denoiser, parse_strength
+from MedicalDenoiseLib.errors import Cancelled, DeviceError, InputError
+from MedicalDenoiseLib.model_files import load_model
+from MedicalDenoiseLib.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def tiny_denoiser(tiny_model_file):
+    return Denoiser(load_model(tiny_model_file), device="cpu", tile_size=32)
+
+
+def _mr(shape=(19, 26, 23), sigma=0.05, seed=0) -> Volume:
+    clean = phantom(shape) * 800
+    noisy = clean + np.random.default_rng(seed).normal(0, sigma * 800, shape)
+    return Volume(noisy.astype(np.float32), oblique_geometry(), source="mr-phantom")
+
+
+def test_output_keeps_shape_geometry_and_input_untouched(tiny_denoiser):
+    volume = _mr()
+    before = volume.array.copy()
+    result = tiny_denoiser.denoise(volume)
+    assert result.volume.array.shape == volume.array.shape
+    assert result.volume.geometry == volume.geometry
+    assert result.volume.array.dtype == np.float32
+    assert np.array_equal(volume.array, before)
+    assert result.device == "cpu" and result.modality == "mr"
+    assert result.estimated_sigma == pytest.approx(40, rel=0.3)
+
+
+def test_strength_steers_the_noise_level_told_to_the_network(tiny_denoiser):
+    volume = _mr()
+    auto = tiny_denoiser.denoise(volume, strength="auto")
+    mild = tiny_denoiser.denoise(volume, strength="mild")
+    strong = tiny_denoiser.denoise(volume, strength="strong")
+    fixed = tiny_denoiser.denoise(volume, strength=25.0)
+    assert mild.used_sigma < auto.used_sigma < strong.used_sigma
+    assert fixed.used_sigma == pytest.approx(25.0)
+    assert not np.array_equal(mild.volume.array, strong.volume.array)
+
+
+def test_nonfinite_voxels_are_reported_not_propagated(tiny_denoiser):
+    volume = _mr()
+    volume.array[3, 4, 5] = np.nan
+    volume.array[6, 7, 8] = np.inf
+    result = tiny_denoiser.denoise(volume)
+    assert np.isfinite(result.volume.array).all()
+    assert any("2 NaN/infinite voxels" in m for m in result.messages)
+    assert np.isnan(volume.array[3, 4, 5])  # the input is not repaired in place
+
+
+def test_constant_volume_comes_back_unchanged(tiny_denoiser):
+    volume = Volume(np.full((5, 6, 7), 42, np.int16), oblique_geometry())
+    result = tiny_denoiser.denoise(volume)
+    assert np.array_equal(result.volume.array, np.full((5, 6, 7), 42))
+    assert any("constant" in m for m in result.messages)
+
+
+@pytest.mark.parametrize("shape", [(1, 20, 24), (3, 5, 7), (24, 30)])
+def test_one_slice_tiny_and_2d_images(tiny_denoiser, shape):
+    array = np.random.default_rng(0).normal(100, 10, shape).astype(np.float32)
+    dims = len(shape)
+    geometry = oblique_geometry() if dims == 3 else oblique_geometry().__class__((0.5, 0.5), (1.0, 2.0), (1, 0, 0, 1))
+    result = tiny_denoiser.denoise(Volume(array, geometry))
+    assert result.volume.array.shape == shape and np.isfinite(result.volume.array).all()
+
+
+def test_ct_in_hounsfield_units_is_normalised_as_ct(tiny_denoiser, ct_volume):
+    result = tiny_denoiser.denoise(ct_volume)
+    assert result.modality == "ct"
+    assert result.volume.array.min() < -500  # negative HU survive the round trip
+
+
+def test_cancel_raises_and_progress_reaches_one(tiny_denoiser):
+    with pytest.raises(Cancelled):
+        tiny_denoiser.denoise(_mr((40, 40, 40)), cancel=lambda: True)
+    seen = []
+    tiny_denoiser.denoise(_mr(), progress=seen.append)
+    assert seen and seen[-1] == 1.0
+
+
+def test_bad_arguments_are_refused(tiny_denoiser, tiny_model_file):
+    with pytest.raises(ValueError, match="strength must be auto, mild, standard, strong"):
+        parse_strength("extreme")
+    with pytest.raises(ValueError, match="strength must be"):
+        parse_strength("-3")
+    with pytest.raises(ValueError, match="modality must be one of auto, ct, mr, us"):
+        tiny_denoiser.denoise(_mr(), modality="pet")
+    with pytest.raises(InputError, match="every voxel is NaN"):
+        tiny_denoiser.denoise(Volume(np.full((4, 4, 4), np.nan, np.float32), oblique_geometry()))
+    with pytest.raises(InputError, match="2D or 3D"):
+        tiny_denoiser.denoise(Volume(np.zeros((2, 3, 4, 5), np.float32), oblique_geometry()))
+
+
+def test_unavailable_device_is_a_clear_error(tiny_model_file):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        Denoiser(load_model(tiny_model_file), device="cuda")
+
+
+def test_flips_average_is_flip_equivariant(tiny_model_file):
+    denoiser = Denoiser(load_model(tiny_model_file), device="cpu", flips=True)
+    volume = _mr((12, 16, 16))
+    out = denoiser.denoise(volume).volume.array
+    flipped = denoiser.denoise(volume.with_array(volume.array[::-1].copy())).volume.array
+    np.testing.assert_allclose(flipped[::-1], out, atol=1e-3)
+
+
+def test_shipped_model_clearly_beats_the_noisy_input():
+    """The default model removes most of the noise from a structured volume it never saw."""
+    clean = phantom((40, 48, 48)) * 1000
+    noisy = clean + np.random.default_rng(5).normal(0, 50, clean.shape)
+    result = Denoiser(device="cpu").denoise(Volume(noisy.astype(np.float32), oblique_geometry()))
+    mse_noisy = np.mean((noisy - clean) ** 2)
+    mse_out = np.mean((result.volume.array - clean) ** 2)
+    assert mse_out < 0.35 * mse_noisy

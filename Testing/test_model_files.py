@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from MedicalDenoiseLib.errors import ModelFileError
+from MedicalDenoiseLib.model_files import FORMAT, ModelCard, file_sha256, load_model, save_model
+from MedicalDenoiseLib.networks import NetworkConfig, build_network
+from MedicalDenoiseLib.registry import list_models, open_model, resolve_model
+
+
+def test_round_trip_keeps_weights_and_card(tmp_path):
+    torch.manual_seed(1)
+    config = NetworkConfig(features=(4, 8), blocks_per_level=(1, 2))
+    net = build_network(config)
+    card = ModelCard(name="m", description="d", network=config, noise_kinds=["gaussian"], noise_range=(0.01, 0.1),
+                     training_data=["a.nii.gz"], metrics={"psnr": 30.0})
+    sha = save_model(tmp_path / "m.safetensors", net, card)
+    loaded = load_model(tmp_path / "m.safetensors", expected_sha256=sha)
+    assert loaded.card == card
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(loaded.network.state_dict()[name], tensor)
+    assert not loaded.network.training
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.safetensors"]  # no temp file left
+
+
+def test_registry_checksum_mismatch_is_refused(tiny_model_file):
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        load_model(tiny_model_file, expected_sha256="0" * 64)
+
+
+def test_flipped_byte_in_weights_is_refused_without_registry(tiny_model_file, tmp_path):
+    tampered = tmp_path / "tampered.safetensors"
+    data = bytearray(tiny_model_file.read_bytes())
+    data[-5] ^= 0xFF  # inside the last tensor
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="do not match their stored checksum"):
+        load_model(tampered)
+
+
+def test_truncated_empty_missing_and_foreign_files_are_refused(tiny_model_file, tmp_path):
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(tiny_model_file.read_bytes()[:200])
+    with pytest.raises(ModelFileError, match="not a readable safetensors model file"):
+        load_model(truncated)
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="empty"):
+        load_model(empty)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign))
+    with pytest.raises(ModelFileError, match="not a MedicalDenoise model"):
+        load_model(foreign)
+
+
+def test_card_that_does_not_match_the_weights_is_refused(tmp_path):
+    net = build_network(NetworkConfig(features=(4, 8), blocks_per_level=(1, 1)))
+    wrong = ModelCard(name="w", description="", network=NetworkConfig(features=(4, 16), blocks_per_level=(1, 1)))
+    save_model(tmp_path / "w.safetensors", net, wrong)
+    with pytest.raises(ModelFileError, match="do not fit the network"):
+        load_model(tmp_path / "w.safetensors")
+
+
+def test_file_is_plain_safetensors_with_json_card(tiny_model_file):
+    header_length = int.from_bytes(tiny_model_file.read_bytes()[:8], "little")
+    header = json.loads(tiny_model_file.read_bytes()[8 : 8 + header_length])
+    assert header["__metadata__"]["format"] == FORMAT
+    assert json.loads(header["__metadata__"]["card"])["name"] == "tiny-test"
+
+
+def test_shipped_models_match_the_registry():
+    entries = list_models()
+    assert entries, "Models.json lists no model"
+    for entry in entries:
+        assert file_sha256(entry.file) == entry.sha256, entry.name
+        assert open_model(entry.name).card.name == entry.name
+
+
+def test_registry_refuses_unknown_names_and_resolves_paths(tiny_model_file):
+    with pytest.raises(ModelFileError, match="unknown model 'nope'; available: "):
+        resolve_model("nope")
+    assert resolve_model(str(tiny_model_file)) == (tiny_model_file, None)
+
+
+def test_tampered_shipped_model_is_refused(tmp_path, monkeypatch):
+    from MedicalDenoiseLib import registry
+
+    resources = tmp_path / "Resources"
+    shutil.copytree(registry.resources_dir(), resources)
+    entry = list_models()[0]
+    target = resources / entry.file.relative_to(registry.resources_dir())
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 1
+    target.write_bytes(bytes(data))
+    monkeypatch.setenv("MEDICAL_DENOISE_RESOURCES", str(resources))
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        open_model(entry.name)

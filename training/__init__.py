@@ -1,0 +1,1 @@
+"""Training and fine-tuning scripts for MedicalDenoise models. They import MedicalDenoiseLib, never copy it."""

@@ -1,0 +1,59 @@
+"""Add a model file to the shipped registry (``MedicalDenoise/Resources/Models.json``).
+
+    python -m training.register MODEL_FILE [--default]
+
+The file is copied into ``MedicalDenoise/Resources/Models/`` under its card's name, its sha256 recorded,
+and an entry with the card's one-line summary added (or replaced, for the same name).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+from MedicalDenoiseLib.model_files import load_model
+from MedicalDenoiseLib.registry import registry_path
+
+
+def register(model_file: Path, make_default: bool = False) -> dict:
+    loaded = load_model(model_file)
+    card = loaded.card
+    path = registry_path()
+    registry = json.loads(path.read_text()) if path.exists() else {"default": card.name, "models": []}
+    target = path.parent / "Models" / f"{card.name}.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if model_file.resolve() != target.resolve():
+        shutil.copyfile(model_file, target)
+    entry = {
+        "name": card.name,
+        "file": str(target.relative_to(path.parent)),
+        "sha256": loaded.sha256,
+        "architecture": card.network.architecture,
+        "summary": card.description,
+        "modalities": card.modalities,
+        "noise_range": list(card.noise_range),
+        "training_data": card.training_data,
+        "metrics": card.metrics,
+    }
+    registry["models"] = [m for m in registry["models"] if m["name"] != card.name] + [entry]
+    if make_default:
+        registry["default"] = card.name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(registry, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return entry
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Add a model file to Models.json")
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--default", action="store_true", help="make it the default model")
+    args = parser.parse_args(argv)
+    entry = register(args.model, args.default)
+    print(f"registered {entry['name']} ({entry['sha256'][:16]}…) in {registry_path()}")
+
+
+if __name__ == "__main__":
+    main()
