@@ -44,7 +44,7 @@ def test_tiled_equals_whole_volume_away_from_borders_for_a_local_model():
     # weight there is tiny, so away from the volume's own border tiled and whole agree closely.
     inner = (slice(2, -2),) * 3
     np.testing.assert_allclose(tiled[inner], whole[inner], atol=5e-3)
-    assert np.mean(np.abs(tiled[inner] - whole[inner])) < 1e-4
+    assert np.mean(np.abs(tiled[inner] - whole[inner])) < 5e-4
 
 
 def test_tiled_equals_whole_volume_exactly_for_a_pointwise_model():

@@ -29,7 +29,7 @@ def estimate_noise_sigma(array: np.ndarray, max_slices: int = 48) -> float:
     Returns:
         The estimated SD; 0.0 for a constant image or one too small to measure (under 3×3 in-plane).
     """
-    volume = np.asarray(array, dtype=np.float64)
+    volume = np.asarray(array)
     if volume.ndim == 2:
         volume = volume[None]
     if volume.ndim != 3:
@@ -37,7 +37,7 @@ def estimate_noise_sigma(array: np.ndarray, max_slices: int = 48) -> float:
     if volume.shape[1] < 3 or volume.shape[2] < 3:
         return 0.0
     step = max(1, volume.shape[0] // max_slices)
-    volume = volume[::step]
+    volume = volume[::step].astype(np.float64)  # subsample first: a float64 copy of a whole CT is large
     finite = np.isfinite(volume)
     if not finite.all():
         volume = np.where(finite, volume, np.median(volume[finite]) if finite.any() else 0.0)

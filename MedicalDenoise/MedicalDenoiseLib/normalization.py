@@ -73,8 +73,11 @@ class IntensityNormalizer:
         return cls(modality, offset, scale)
 
     def normalize(self, array: np.ndarray) -> np.ndarray:
-        """float32 copy in normalised units."""
-        return ((np.asarray(array, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
+        """float32 copy in normalised units (computed in float32: one copy of the volume, no more)."""
+        out = np.array(array, dtype=np.float32, copy=True)
+        out -= np.float32(self.offset)
+        out /= np.float32(self.scale)
+        return out
 
     def denormalize(self, array: np.ndarray) -> np.ndarray:
         """float64 copy back in the image's units (cast by the writer, which rounds and clips integers)."""

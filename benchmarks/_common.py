@@ -1,0 +1,87 @@
+"""Shared by the benchmark scripts: machine description, the exact command, and marker-delimited sections.
+
+Each script owns one section of a markdown file (``<!-- NAME:start -->`` … ``<!-- NAME:end -->``) and
+replaces only that, so the speed and quality scripts can write into the same ``docs/benchmarks.md``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+__all__ = ["ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section"]
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def ensure_library_importable() -> None:
+    """Lets ``python benchmarks/x.py`` run from a plain checkout, without ``pip install -e .``."""
+    try:
+        import MedicalDenoiseLib  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(_REPO / "MedicalDenoise"))
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else whatever ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_line(torch_version: str | None = None, extra: str = "") -> str:
+    """One line: CPU, cores, RAM, OS, Python, torch (when given) and anything extra."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = [f"{cpu_model()}, {cores} cores available"]
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        parts.append(f"{pages * page_size / 2**30:.0f} GiB RAM")
+    except (ValueError, OSError, AttributeError):
+        pass
+    parts.append(f"{platform.system()} {platform.release()}")
+    parts.append(f"Python {platform.python_version()}")
+    if torch_version:
+        parts.append(f"torch {torch_version}")
+    if extra:
+        parts.append(extra)
+    return "; ".join(parts)
+
+
+def command_line() -> str:
+    """The command that is running, quoted so it can be pasted back into a shell."""
+    return "python " + shlex.join(sys.argv)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_section(path: Path, name: str, body: str, title: str = "# Benchmarks") -> None:
+    """Replace the ``name`` section of ``path`` with ``body``, appending it (or creating the file) if absent.
+
+    Raises:
+        ValueError: the file has a start marker without an end marker (or the reverse), which a hand edit
+            would cause; replacing blindly could eat the rest of the file.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    text = path.read_text() if path.exists() else f"{title}\n"
+    has_start, has_end = start in text, end in text
+    if has_start != has_end:
+        raise ValueError(f"{path}: found only one of {start!r} / {end!r}; fix the file by hand first")
+    if has_start:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)  # a reader never sees half a file
