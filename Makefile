@@ -22,9 +22,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Minutes to an hour on 2 cores (BM4D dominates); not part of `make test`.
 benchmark: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e ".[baselines]"
 	$(BIN)/python benchmarks/speed_memory.py --out docs/benchmarks.md
-	$(BIN)/python benchmarks/quality.py --out docs/quality.md
+	$(BIN)/python benchmarks/quality.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -218,7 +218,7 @@ def test_evaluate_table_has_model_and_baselines(capsys, tmp_path, tiny_model_fil
     assert [r.split("|")[1].strip().split(" (")[0] for r in rows] == ["noisy input", "gaussian", "tiny-test"]
     noisy_psnr, gauss_psnr = float(rows[0].split("|")[2]), float(rows[1].split("|")[2])
     assert gauss_psnr > noisy_psnr
-    assert (tmp_path / "t.md").read_text().strip().endswith(rows[-1])
+    assert (tmp_path / "t.md").read_text(encoding="utf-8").strip().endswith(rows[-1])
 
 
 def test_nifti_geometry_survives_within_the_formats_float32_precision(capsys, tmp_path, tiny_model_file):

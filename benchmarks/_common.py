@@ -72,7 +72,7 @@ def write_section(path: Path, name: str, body: str, title: str = "# Benchmarks")
     """
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{body.strip()}\n{end}"
-    text = path.read_text() if path.exists() else f"{title}\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else f"{title}\n"
     has_start, has_end = start in text, end in text
     if has_start != has_end:
         raise ValueError(f"{path}: found only one of {start!r} / {end!r}; fix the file by hand first")
@@ -83,5 +83,5 @@ def write_section(path: Path, name: str, body: str, title: str = "# Benchmarks")
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
+    temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)  # a reader never sees half a file

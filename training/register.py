@@ -21,7 +21,7 @@ def register(model_file: Path, make_default: bool = False) -> dict:
     loaded = load_model(model_file)
     card = loaded.card
     path = registry_path()
-    registry = json.loads(path.read_text()) if path.exists() else {"default": card.name, "models": []}
+    registry = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"default": card.name, "models": []}
     target = path.parent / "Models" / f"{card.name}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     if model_file.resolve() != target.resolve():
@@ -41,7 +41,7 @@ def register(model_file: Path, make_default: bool = False) -> dict:
     if make_default:
         registry["default"] = card.name
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(registry, indent=2, ensure_ascii=False) + "\n")
+    tmp.write_text(json.dumps(registry, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return entry
 

@@ -48,7 +48,7 @@ class BackgroundJob:
         self._lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self._process = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True, bufsize=1, env=env,
+            text=True, encoding="utf-8", errors="replace", bufsize=1, env=env,
         )
         self._readers = [
             threading.Thread(target=self._pump, args=(stream, name), daemon=True)

@@ -33,7 +33,7 @@ def registry_path() -> Path:
 def _read_registry() -> dict:
     path = registry_path()
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelFileError(f"{path}: model registry not found; is the Resources folder installed?") from None
     except json.JSONDecodeError as exc:

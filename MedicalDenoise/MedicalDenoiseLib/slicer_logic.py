@@ -135,6 +135,7 @@ class MedicalDenoiseLogic:
             command += ["--model", model]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_LIBRARY_PARENT, env.get("PYTHONPATH")) if p)
+        env["PYTHONIOENCODING"] = "utf-8"  # the job reads the child's output as UTF-8 whatever the locale
         return BackgroundJob(command, target, work, env=env)
 
     def finishBackground(self, job: BackgroundJob, inputVolume, outputVolume=None, residualVolume=None,

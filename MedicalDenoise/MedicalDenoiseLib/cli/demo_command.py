@@ -57,10 +57,10 @@ def run(args) -> int:
 
     print(f"MNI152 T1 {clean_array.shape}, Gaussian noise SD {args.sigma:.0%} of the range; "
           f"model {denoiser.name} on {result.device}")
-    print(f"{'':28s} {'PSNR dB':>8s} {'SSIM':>6s} {'seconds':>8s}")
+    print(f"{'':36s} {'PSNR dB':>8s} {'SSIM':>6s} {'seconds':>8s}")
     rows = [("noisy", noisy_array, 0.0), (f"Gaussian smoothing (best σ={sigma_px})", smoothed, smoothing_seconds),
             (f"{denoiser.name} (blind)", denoised, result.seconds)]
     for label, array, seconds in rows:
-        print(f"{label:28s} {psnr(clean_array, array, scale):8.2f} {ssim3d(clean_array, array, scale):6.3f} {seconds:8.1f}")
+        print(f"{label:36s} {psnr(clean_array, array, scale):8.2f} {ssim3d(clean_array, array, scale):6.3f} {seconds:8.1f}")
     print(f"wrote {args.out / 'noisy.nrrd'}, {args.out / 'denoised.nrrd'} and {png} ({comparison_labels(panels)})")
     return 0

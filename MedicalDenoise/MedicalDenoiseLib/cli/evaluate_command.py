@@ -58,7 +58,8 @@ def evaluate(clean_volume, noise: str, sigma: float, denoiser: Denoiser, baselin
     level = sigma if noise == "speckle" else sigma * data_range
     noisy = make_noise(noise, level)(clean, np.random.default_rng(seed))
     rows = [("noisy input", psnr(clean, noisy, data_range), ssim3d(clean, noisy, data_range), 0.0)]
-    true_sd = float(np.std(noisy - clean))
+    # Baselines that take σ are told the noise model's own level; speckle has none in image units.
+    true_sd = float(np.std(noisy - clean)) if noise == "speckle" else level
     for name in baselines:
         started = time.perf_counter()
         out, params = BASELINES[name](noisy, clean, true_sd, data_range)
@@ -86,5 +87,5 @@ def run(args) -> int:
     lines += [f"| {m} | {p:.2f} | {s:.3f} | {t:.1f} |" for m, p, s, t in rows]
     print("\n".join(lines))
     if args.out:
-        args.out.write_text("\n".join(lines) + "\n")
+        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0
