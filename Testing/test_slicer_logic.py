@@ -18,18 +18,24 @@ from MedicalDenoiseLib.volume import Volume  # noqa: E402
 @pytest.fixture
 def scene():
     scene = slicer.vtkMRMLScene()
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)  # as Slicer's core application does
     app = slicer.vtkMRMLApplicationLogic()
     app.SetMRMLScene(scene)
     layout_logic = slicer.vtkMRMLLayoutLogic()
     layout_logic.SetMRMLScene(scene)
     slice_logics = vtk.vtkCollection()
     keep = [app, layout_logic]
-    for name in ("Red", "Yellow", "Green"):
+    # The layout logic creates the views' slice nodes; each gets a slice logic and its default orientation.
+    orientations = {"Red": "Axial", "Yellow": "Sagittal", "Green": "Coronal"}
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        node.SetOrientation(orientations[node.GetLayoutName()])
         logic = slicer.vtkMRMLSliceLogic()
         logic.SetMRMLScene(scene)
-        logic.AddSliceNode(name)
+        logic.SetSliceNode(node)
         slice_logics.AddItem(logic)
         keep.append(logic)
+    assert slice_logics.GetNumberOfItems() == 3
     app.SetSliceLogics(slice_logics)
     scene._keep_alive = keep  # the logics must outlive the test
     return scene
@@ -125,7 +131,7 @@ def test_show_comparison_sets_side_by_side_linked_views(scene, ct_node, tiny_mod
         assert composites[name].GetLinkedControl() and composites[name].GetHotLinkedControl()
     slices = {scene.GetNthNodeByClass(i, "vtkMRMLSliceNode").GetLayoutName(): scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
               for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode"))}
-    assert slices["Yellow"].GetOrientation() == slices["Red"].GetOrientation()
+    assert slices["Yellow"].GetOrientation() == slices["Red"].GetOrientation() == "Axial"
     assert slices["Yellow"].GetSliceOffset() == pytest.approx(slices["Red"].GetSliceOffset())
 
 

@@ -50,5 +50,6 @@ def describe_devices() -> list[str]:
             lines.append(f"cuda:{i} {props.name} ({props.total_memory / 2**30:.1f} GB)")
     if _mps_available():
         lines.append("mps Apple Metal")
-    lines.append(f"cpu ({torch.get_num_threads()} threads)")
+    threads = torch.get_num_threads()
+    lines.append(f"cpu ({threads} thread{'s' if threads != 1 else ''})")
     return lines

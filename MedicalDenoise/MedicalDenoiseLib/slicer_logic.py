@@ -254,8 +254,10 @@ class MedicalDenoiseLogic:
         bounds = [0.0] * 6
         inputVolume.GetRASBounds(bounds)
         centre = [(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2]
-        yellow.SetOrientation(red.GetOrientation())
-        yellow.GetSliceToRAS().DeepCopy(red.GetSliceToRAS())
+        if red.GetOrientation() in ("Axial", "Sagittal", "Coronal"):
+            yellow.SetOrientation(red.GetOrientation())
+        else:  # Red was reformatted (common with oblique volumes): copy its plane as is
+            yellow.GetSliceToRAS().DeepCopy(red.GetSliceToRAS())
         yellow.SetFieldOfView(*red.GetFieldOfView())
         for node in (red, yellow):
             node.JumpSliceByCentering(*centre)

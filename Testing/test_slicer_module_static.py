@@ -1,0 +1,271 @@
+"""Static checks of the Slicer module: what can be verified without Slicer or Qt.
+
+The widget cannot run here, so these tests read MedicalDenoise.py (with ``ast``), the .ui file, the module
+CMakeLists and the Extensions Index entry, and check that they agree with each other and with the folder.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import struct
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE_DIR = ROOT / "MedicalDenoise"
+MODULE_PY = MODULE_DIR / "MedicalDenoise.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "MedicalDenoise.ui"
+LIBRARY_DIR = MODULE_DIR / "MedicalDenoiseLib"
+RESOURCES_DIR = MODULE_DIR / "Resources"
+MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
+EXTENSION_JSON = ROOT / "MedicalDenoise.json"
+
+QT_MODULES = {"qt", "ctk", "slicer", "PythonQt", "__main__"}
+SLICER_BRIDGE = LIBRARY_DIR / "slicer_logic.py"  # the one library module allowed to import slicer
+PROTECTED = {"numpy", "simpleitk", "vtk"}
+
+
+def _module_tree() -> ast.Module:
+    return ast.parse(MODULE_PY.read_text(encoding="utf-8"), filename=str(MODULE_PY))
+
+
+def _ui_root() -> ET.Element:
+    return ET.parse(UI_FILE).getroot()
+
+
+def _ui_widgets() -> dict[str, ET.Element]:
+    return {w.get("name"): w for w in _ui_root().iter("widget")}
+
+
+def _property(widget: ET.Element, name: str) -> str | None:
+    for prop in widget.findall("property"):
+        if prop.get("name") == name:
+            value = prop.find("string")
+            return value.text if value is not None else None
+    return None
+
+
+def _parameter_fields() -> dict[str, ast.expr]:
+    """Annotated fields of the class decorated with @parameterNodeWrapper: {name: annotation}."""
+    for node in ast.walk(_module_tree()):
+        if isinstance(node, ast.ClassDef):
+            names = {d.id if isinstance(d, ast.Name) else getattr(d, "attr", None) for d in node.decorator_list}
+            if "parameterNodeWrapper" in names:
+                return {s.target.id: s.annotation for s in node.body
+                        if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+    raise AssertionError("MedicalDenoise.py has no class decorated with @parameterNodeWrapper")
+
+
+def _cmake_list(variable: str) -> list[str]:
+    text = MODULE_CMAKE.read_text(encoding="utf-8")
+    module_name = re.search(r"set\(\s*MODULE_NAME\s+(\S+?)\s*\)", text).group(1)
+    match = re.search(rf"set\(\s*{variable}\s+(.*?)\)", text, re.S)
+    assert match, f"{MODULE_CMAKE}: no set({variable} ...)"
+    lines = (line.split("#", 1)[0].strip() for line in match.group(1).splitlines())
+    return [line.replace("${MODULE_NAME}", module_name) for line in lines if line]
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG file"
+    return struct.unpack(">II", data[16:24])
+
+
+# --- the .ui file and the widget code -------------------------------------------------------------------
+
+
+def test_ui_file_parses_with_a_qmrmlwidget_root():
+    root = _ui_root()
+    assert root.tag == "ui"
+    top = root.find("widget")
+    assert top is not None and top.get("class") == "qMRMLWidget"
+
+
+def test_every_ui_widget_used_in_the_code_exists():
+    used = {node.attr for node in ast.walk(_module_tree())
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    assert used, "MedicalDenoise.py uses no self.ui widgets"
+    missing = sorted(used - set(_ui_widgets()))
+    assert not missing, f"widgets used in MedicalDenoise.py but absent from {UI_FILE.name}: {missing}"
+
+
+def test_widget_names_are_unique():
+    names = [w.get("name") for w in _ui_root().iter("widget")]
+    assert len(names) == len(set(names)), f"duplicate widget names in {UI_FILE.name}"
+
+
+def test_every_slicer_parameter_name_is_a_parameter_node_field():
+    fields = _parameter_fields()
+    bound = {_property(w, "SlicerParameterName"): name for name, w in _ui_widgets().items()
+             if _property(w, "SlicerParameterName")}
+    assert bound, "no widget is bound to the parameter node"
+    unknown = sorted(set(bound) - set(fields))
+    assert not unknown, f"SlicerParameterName values with no parameter node field: {unknown} (fields: {sorted(fields)})"
+
+
+def test_combo_boxes_bound_to_values_have_a_choice_annotation():
+    # Slicer's QComboBox connector refuses a str/int/float/bool field without Choice(...), and fills the
+    # combo box with the choices itself.
+    fields = _parameter_fields()
+    for name, widget in _ui_widgets().items():
+        parameter = _property(widget, "SlicerParameterName")
+        if widget.get("class") == "QComboBox" and parameter:
+            assert "Choice(" in ast.unparse(fields[parameter]), f"{name} is bound to {parameter}, which has no Choice"
+
+
+def test_mrml_widgets_receive_the_scene():
+    root = _ui_root()
+    top = root.find("widget").get("name")
+    connected = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("sender") == top and c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    mrml = {name for name, w in _ui_widgets().items() if w.get("class", "").startswith("qMRML") and name != top}
+    assert mrml, "no MRML widgets in the .ui"
+    assert mrml <= connected, f"MRML widgets without a mrmlSceneChanged connection: {sorted(mrml - connected)}"
+
+
+def test_output_selector_offers_a_new_volume_and_input_is_not_editable():
+    widgets = _ui_widgets()
+    output = {p.get("name"): p for p in widgets["outputSelector"].findall("property")}
+    assert output["noneEnabled"].findtext("bool") == "true"
+    assert output["noneDisplay"].findtext("string") == "(new volume)"
+    inputs = {p.get("name"): p for p in widgets["inputSelector"].findall("property")}
+    assert inputs["addEnabled"].findtext("bool") == "false"
+
+
+# --- the module script -------------------------------------------------------------------------------------
+
+
+def test_module_script_compiles():
+    compile(MODULE_PY.read_text(encoding="utf-8"), str(MODULE_PY), "exec")
+
+
+def test_module_script_is_the_only_top_level_python_file():
+    assert sorted(p.name for p in MODULE_DIR.glob("*.py")) == ["MedicalDenoise.py"]
+
+
+def test_module_script_defines_the_slicer_classes():
+    classes = {n.name for n in _module_tree().body if isinstance(n, ast.ClassDef)}
+    for suffix in ("", "Widget", "Test", "ParameterNode"):
+        assert f"MedicalDenoise{suffix}" in classes
+
+
+def test_module_script_does_not_import_the_library_or_torch_at_load():
+    # The module must load before its dependencies are installed (they install on the first Denoise).
+    heavy = {"torch", "MedicalDenoiseLib", "safetensors", "skimage", "scipy", "tqdm"}
+    for node in _module_tree().body:
+        if isinstance(node, ast.Import):
+            names = {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names = {(node.module or "").split(".")[0]}
+        else:
+            continue
+        assert not names & heavy, f"MedicalDenoise.py imports {sorted(names & heavy)} at load (line {node.lineno})"
+
+
+# --- library purity -------------------------------------------------------------------------------------------
+
+
+def _imported_top_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(LIBRARY_DIR.rglob("*.py")), ids=lambda p: str(p.relative_to(LIBRARY_DIR)))
+def test_library_never_imports_qt_or_slicer(path):
+    forbidden = _imported_top_modules(path) & QT_MODULES
+    if path == SLICER_BRIDGE:
+        forbidden -= {"slicer"}  # the MRML bridge; still never qt or ctk
+    assert not forbidden, f"{path.relative_to(ROOT)} imports {sorted(forbidden)}"
+
+
+# --- CMake lists -------------------------------------------------------------------------------------------
+
+
+def test_every_library_file_is_listed_in_cmake():
+    listed = set(_cmake_list("MODULE_PYTHON_SCRIPTS"))
+    actual = {p.relative_to(MODULE_DIR).as_posix() for p in LIBRARY_DIR.rglob("*.py") if "__pycache__" not in p.parts}
+    actual.add("MedicalDenoise.py")
+    assert not actual - listed, f"Python files missing from MODULE_PYTHON_SCRIPTS: {sorted(actual - listed)}"
+
+
+def test_every_resource_is_listed_in_cmake():
+    listed = set(_cmake_list("MODULE_PYTHON_RESOURCES"))
+    actual = {p.relative_to(MODULE_DIR).as_posix() for p in RESOURCES_DIR.rglob("*")
+              if p.is_file() and not p.name.startswith(".") and "__pycache__" not in p.parts}
+    assert not actual - listed, f"resources missing from MODULE_PYTHON_RESOURCES: {sorted(actual - listed)}"
+
+
+@pytest.mark.parametrize("variable", ["MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES"])
+def test_every_listed_file_exists(variable):
+    entries = _cmake_list(variable)
+    assert len(entries) == len(set(entries)), f"{variable} lists a file twice"
+    missing = [e for e in entries if not (MODULE_DIR / e).is_file()]
+    assert not missing, f"{variable} lists files that do not exist: {missing}"
+
+
+def test_cmake_builds_the_scripted_module_with_its_test():
+    text = MODULE_CMAKE.read_text(encoding="utf-8")
+    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
+    assert re.search(r"slicer_add_python_unittest\(\s*SCRIPT\s+\$\{MODULE_NAME\}\.py\s*\)", text)
+
+
+def test_registry_models_are_shipped():
+    registry = json.loads((RESOURCES_DIR / "Models.json").read_text(encoding="utf-8"))
+    listed = set(_cmake_list("MODULE_PYTHON_RESOURCES"))
+    for model in registry["models"]:
+        assert f"Resources/{model['file']}" in listed, f"{model['name']}: its file is not installed by CMake"
+
+
+def test_icons_are_128_pixel_pngs():
+    for path in (RESOURCES_DIR / "Icons" / "MedicalDenoise.png", ROOT / "Resources" / "MedicalDenoise.png"):
+        assert _png_size(path) == (128, 128), path
+
+
+# --- dependencies and the Extensions Index entry ---------------------------------------------------------
+
+
+def _requirement_names() -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in (RESOURCES_DIR / "requirements.txt").read_text().splitlines())
+    return [re.match(r"[A-Za-z0-9_.\-]+", line).group(0).lower() for line in lines if line and not line.startswith("-")]
+
+
+def test_requirements_never_list_slicers_own_packages():
+    names = _requirement_names()
+    assert "torch" in names
+    assert not set(names) & PROTECTED, f"requirements.txt must not list {sorted(set(names) & PROTECTED)}"
+
+
+def test_requirements_cover_the_library_dependencies():
+    # Everything the library imports from outside the standard library and Slicer must be installable.
+    names = set(_requirement_names())
+    import_to_requirement = {"skimage": "scikit-image"}
+    imported = set()
+    for path in LIBRARY_DIR.rglob("*.py"):
+        imported |= _imported_top_modules(path)
+    third_party = {"torch", "safetensors", "skimage", "tqdm", "scipy"} & imported
+    missing = {import_to_requirement.get(m, m) for m in third_party} - names
+    assert not missing, f"requirements.txt lacks {sorted(missing)}"
+
+
+def test_extension_index_entry():
+    entry = json.loads(EXTENSION_JSON.read_text(encoding="utf-8"))
+    for key in ("$schema", "category", "scm_url"):
+        assert key in entry, f"{EXTENSION_JSON.name} lacks the required {key!r}"
+    assert entry["category"] == "Filtering"
+    assert "PyTorch" in entry["build_dependencies"]
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    category = re.search(r'set\(EXTENSION_CATEGORY\s+"([^"]*)"\)', top)
+    assert category and category.group(1) == entry["category"], "category differs from EXTENSION_CATEGORY"
+    depends = re.search(r'set\(EXTENSION_DEPENDS\s+"?([^")]*)"?\)', top)
+    assert depends and "PyTorch" in depends.group(1).split(), "EXTENSION_DEPENDS should name PyTorch"
