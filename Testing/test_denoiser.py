@@ -122,3 +122,26 @@ def test_shipped_model_clearly_beats_the_noisy_input():
     mse_noisy = np.mean((noisy - clean) ** 2)
     mse_out = np.mean((result.volume.array - clean) ** 2)
     assert mse_out < 0.35 * mse_noisy
+
+
+def test_gpu_out_of_memory_shrinks_tiles_then_finishes_on_the_cpu(tiny_model_file, monkeypatch):
+    import torch
+
+    from MedicalDenoiseLib import denoiser as denoiser_module
+
+    tiles_tried = []
+
+    def fake_tiled(volume, predictor, tile_size, overlap, size_multiple, device, progress, cancel):
+        tiles_tried.append((torch.device(device).type, tile_size))
+        if torch.device(device).type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return volume.copy()
+
+    monkeypatch.setattr(denoiser_module, "sliding_window_inference", fake_tiled)
+    denoiser = Denoiser(load_model(tiny_model_file), device="cpu", tile_size=128)
+    denoiser.device = torch.device("cuda")  # pretend: the fake never touches a GPU
+    result = denoiser.denoise(_mr())
+    assert tiles_tried == [("cuda", 128), ("cuda", 64), ("cuda", 32), ("cpu", 160)]
+    assert result.device == "cpu"
+    assert any("retrying with 64³ tiles" in m for m in result.messages)
+    assert any("finishing on the CPU" in m for m in result.messages)

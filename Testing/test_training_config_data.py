@@ -1,0 +1,123 @@
+"""training/: config parsing, data discovery (files, DICOM series, pairs), the split by volume, patch shapes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from MedicalDenoiseLib.image_io import write_volume
+from MedicalDenoiseLib.volume import Volume
+from conftest import oblique_geometry, phantom
+from training.config import TrainConfig, config_from_dict, config_to_dict, load_config
+from training.data import find_pairs, find_volumes, split_by_volume, volume_stem
+from training.errors import ConfigError, DataError
+from training.patches import PatchSampler, check_patch_size, fit_patch_shape
+from training.volumes import TrainingVolume
+from training_support import make_pairs, make_volumes
+
+
+def test_shipped_configs_load_and_round_trip():
+    for name in ("autoencoder", "gan"):
+        config = load_config(f"training/configs/{name}.yaml")
+        assert config_from_dict(config_to_dict(config)) == config
+    assert load_config("training/configs/gan.yaml").init == "autoencoder-v1"
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"mode": "denoise"}, "mode must be one of synthetic, paired, self-supervised, gan, got 'denoise'"),
+    ({"data": {"patch_szie": [8, 8, 8]}}, "data: unknown key(s) patch_szie; valid: patch_size"),
+    ({"data": {"patch_size": [16, 16]}}, "data.patch_size must be 3 integer(s) >= 2, got [16, 16]"),
+    ({"noise": {"sigma_range": [0.2, 0.1]}}, "noise.sigma_range must have low <= high, got [0.2, 0.1]"),
+    ({"noise": {"kinds": {"mr": ["poisson"]}}}, "noise.kinds['mr'] must be one of gaussian, rician, ct, speckle, got 'poisson'"),
+    ({"augment": {"motion": 1.5}}, "augment.motion must be in [0, 1], got 1.5"),
+    ({"gan": {"adversarial_loss": "wgan"}}, "gan.adversarial_loss must be one of lsgan, nonsaturating, got 'wgan'"),
+    ({"network": {"architecture": "unet"}}, "network: architecture must be one of"),
+    ({"optim": {"lr": 0}}, "optim.lr must be in (0, 1], got 0"),
+])
+def test_config_errors_name_key_rule_and_value(data, needle):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert needle in str(info.value)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_overrides_are_validated():
+    assert TrainConfig().with_overrides(mode="gan", max_steps=None).mode == "gan"
+    with pytest.raises(ConfigError, match="max_steps must be 1 integer"):
+        TrainConfig().with_overrides(max_steps=0)
+
+
+def test_find_volumes_reads_files_and_dicom_series_recursively(tmp_path):
+    make_volumes(tmp_path / "data", 2)
+    (tmp_path / "data" / "patient").mkdir()
+    write_volume(Volume(phantom((6, 24, 24)) * 400, oblique_geometry()), tmp_path / "data" / "patient" / "series1")
+    (tmp_path / "data" / "notes.txt").write_text("not an image")
+    names = [v.name for v in find_volumes(tmp_path / "data")]
+    assert names == ["case0.nrrd", "case1.nrrd", "patient/series1"]
+    assert [v.name for v in find_volumes(tmp_path / "data", exclude=("case1*",))] == ["case0.nrrd", "patient/series1"]
+
+
+def test_find_volumes_refuses_missing_and_empty_folders(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        find_volumes(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no volumes"):
+        find_volumes(tmp_path / "empty")
+
+
+def test_pairs_match_by_name_without_extension(tmp_path):
+    pairs = find_pairs(make_pairs(tmp_path / "p", 2))
+    assert [(p.name, p.target.name) for p in pairs] == [("case0.nii.gz", "case0.nrrd"), ("case1.nii.gz", "case1.nrrd")]
+    assert volume_stem("a.b.nii.gz") == "a.b"
+    make_volumes(tmp_path / "p" / "noisy", 1, ext=".mha", first_seed=7)
+    with pytest.raises(DataError, match=r"unmatched pairs \(1 in noisy/ without a partner: case7.mha\)"):
+        find_pairs(tmp_path / "p")
+    with pytest.raises(DataError, match="missing: clean/"):
+        find_pairs(make_volumes(tmp_path / "q" / "noisy", 1).parent)
+
+
+def test_split_is_by_volume_and_seeded():
+    names = [f"v{i}" for i in range(10)]
+    train, validation = split_by_volume(names, 0.2, seed=3)
+    assert len(validation) == 2 and set(train) | set(validation) == set(names) and not set(train) & set(validation)
+    assert split_by_volume(names, 0.2, seed=3) == (train, validation)
+    assert split_by_volume(names, 0.2, held_out=("v1", "v9"))[1] == ["v1", "v9"]
+    assert split_by_volume(["only"], 0.5) == (["only"], [])
+    with pytest.raises(DataError, match="match none"):
+        split_by_volume(names, 0.2, held_out=("x*",))
+
+
+def test_patch_shapes_fit_thick_slices_and_multiples():
+    assert fit_patch_shape((48, 48, 48), (100, 200, 200), (4, 4, 4)) == (48, 48, 48)
+    depth, height, width = fit_patch_shape((48, 48, 48), (19, 384, 384), (4, 4, 4))
+    assert depth == 16 and height == width and height % 4 == 0 and height > 48
+    assert 0.8 < depth * height * width / 48**3 < 1.05
+    assert fit_patch_shape((48, 48, 48), (19, 40, 384), (4, 4, 4)) is None  # too narrow in-plane
+    check_patch_size((16, 16, 16), (2, 4, 4), "test")
+    with pytest.raises(ConfigError, match=r"multiples of \[4, 4, 4\].*got \[18, 16, 16\]"):
+        check_patch_size((18, 16, 16), (4, 4, 4), "network.size_multiple")
+
+
+def _volume(name, shape, foreground=None):
+    image = np.zeros(shape, np.float32)
+    fg = np.argwhere(np.ones(shape, bool)) if foreground is None else foreground
+    return TrainingVolume(name, "mr", image, None, fg.astype(np.int32), (1.0, 1.0, 1.0))
+
+
+def test_sampler_prefers_foreground_and_mixes_thin_volumes():
+    corner = np.array([[2, 2, 2]])
+    sampler = PatchSampler([_volume("a", (40, 40, 40), corner)], (8, 8, 8), (2, 2, 2), 1.0)
+    shape, refs = sampler.sample(np.random.default_rng(0), 5)
+    assert shape == (8, 8, 8) and {r.start for r in refs} == {(0, 0, 0)}
+    mixed = PatchSampler([_volume("thick", (40, 40, 40)), _volume("thin", (4, 64, 64))], (16, 16, 16), (2, 2, 2), 0.5)
+    shapes = {mixed.sample(np.random.default_rng(s), 2)[0] for s in range(20)}
+    assert (16, 16, 16) in shapes and all(s[0] == 4 for s in shapes if s != (16, 16, 16))
+    with pytest.raises(DataError, match=r"data.patch_size \[64, 64, 64\].*larger than every training volume"):
+        PatchSampler([_volume("a", (40, 40, 40))], (64, 64, 64), (2, 2, 2), 0.5)

@@ -1,0 +1,113 @@
+"""training/: a few steps of every mode on tiny generated volumes, and the loss falling where learning is trivial."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from MedicalDenoiseLib.model_files import load_model
+from training.config import config_from_dict
+from training.init_model import initial_network
+from training.subsampling import neighbour_pairs, subsample_numpy, subsample_torch
+from conftest import oblique_geometry, phantom
+from MedicalDenoiseLib.image_io import write_volume
+from MedicalDenoiseLib.volume import Volume
+from training_support import SHAPE, TINY, make_pairs, make_volumes, merged, read_log, run_train, write_config
+
+
+@pytest.mark.parametrize("mode", ["synthetic", "paired", "self-supervised", "gan", "gan-paired"])
+def test_every_mode_trains_validates_and_checkpoints(capsys, tmp_path, mode):
+    paired = mode in ("paired", "gan-paired")
+    noise = 0.05 if mode == "self-supervised" else 0.0
+    data = make_pairs(tmp_path / "data") if paired else make_volumes(tmp_path / "data", noise=noise)
+    config = write_config(tmp_path, gan={"pairs": "paired"}) if mode == "gan-paired" else write_config(tmp_path)
+    mode = "gan" if mode == "gan-paired" else mode
+    run = tmp_path / "run"
+    code, out, err = run_train(capsys, "--config", config, "--data", data, "--mode", mode,
+                               "--max-steps", 4, "--out", run)
+    assert code == 0, err
+    assert "done: step 4" in out
+    rows = read_log(run)
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    metric = "val_n2n" if mode == "self-supervised" else "val_psnr"
+    assert float(rows[-1][metric]) > 0
+    assert (run / "checkpoint.pt").exists() and (run / "best.pt").exists() and (run / "config.yaml").exists()
+    assert any((run / "tensorboard").iterdir())
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 4 and state["split"]["validation"] == ["case2.nii.gz" if paired else "case2.nrrd"]
+    assert state["network_config"]["architecture"] == ("gan_generator" if mode == "gan" else "residual_autoencoder")
+    if mode == "gan":
+        assert "discriminator" in state["mode"]
+
+
+@pytest.mark.parametrize("mode", ["synthetic", "self-supervised"])
+def test_loss_falls_when_learning_is_trivial(capsys, tmp_path, mode):
+    """Smooth phantoms, white Gaussian noise, no augmentation: a few dozen steps must cut the loss clearly."""
+    noisy = mode == "self-supervised"
+    data = make_volumes(tmp_path / "data", 2, noise=0.08 if noisy else 0.0)
+    config = write_config(tmp_path, noise={"kinds": {"mr": ["gaussian"]}, "sigma_range": [0.06, 0.1], "weight_floor": 0},
+                          augment={"flips": False, "intensity_scale": [1, 1], "anisotropy": 0, "bias_field": 0,
+                                   "motion": 0, "ghosting": 0},
+                          optim={"lr": 0.01, "warmup_steps": 0, "min_lr_ratio": 1.0},
+                          validation={"fraction": 0}, run={"log_every": 10})
+    code, _, err = run_train(capsys, "--config", config, "--data", data, "--mode", mode, "--max-steps", 150,
+                             "--out", tmp_path / "run")
+    assert code == 0, err
+    # Each row is the mean over its 10 steps. Self-supervised: the reconstruction term estimates the MSE to the
+    # clean image (+ σ²); its regulariser is zero for an identity network, so the total need not fall.
+    losses = [float(r["reconstruction" if noisy else "loss"]) for r in read_log(tmp_path / "run")]
+    first, last = losses[0], losses[-1]
+    assert last < (0.75 if noisy else 0.5) * first, (first, last)
+    if not noisy:
+        assert last < 0.8, losses  # 1.0 is what an identity network scores under 1/σ² weighting: this denoises
+
+
+def test_gan_generator_starts_as_the_autoencoder(tiny_model_file):
+    config = config_from_dict(merged(TINY, {"mode": "gan", "init": str(tiny_model_file)}))
+    generator, network_config, info = initial_network(config)
+    autoencoder = load_model(tiny_model_file).network
+    assert network_config.architecture == "gan_generator" and info["init_name"] == "tiny-test"
+    x = torch.rand(1, 2, 8, 8, 8)
+    x[:, 1] = 0.05
+    generator.eval()
+    with torch.no_grad():
+        assert torch.allclose(generator(x), autoencoder(x), atol=1e-6)
+
+
+def test_fine_tuning_from_a_model_file_keeps_its_network(capsys, tmp_path, tiny_model_file):
+    data = make_volumes(tmp_path / "data")
+    code, out, err = run_train(capsys, "--config", write_config(tmp_path, network={"features": [8, 16]}),
+                               "--data", data, "--max-steps", 2, "--out", tmp_path / "run", "--init", tiny_model_file)
+    assert code == 0, err
+    assert "fine-tuning tiny-test" in out
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["network_config"]["features"] == [4, 8] and state["init_info"]["init_name"] == "tiny-test"
+
+
+def test_neighbour_subsampling_takes_adjacent_voxels_of_each_cell():
+    rng = np.random.default_rng(0)
+    batch = rng.random((2, 3, 8, 6)).astype(np.float32)
+    first, second = neighbour_pairs(rng, batch.shape)
+    g1, g2 = subsample_numpy(batch, first), subsample_numpy(batch, second)
+    assert g1.shape == (2, 3, 4, 3)
+    rows1, cols1, rows2, cols2 = first // 2, first % 2, second // 2, second % 2
+    assert np.all(np.abs(rows1 - rows2) + np.abs(cols1 - cols2) == 1)  # edge neighbours, never the same voxel
+    b, d, i, j = 1, 2, 3, 1
+    assert g1[b, d, i, j] == batch[b, d, 2 * i + rows1[b, d, i, j], 2 * j + cols1[b, d, i, j]]
+    torch_g2 = subsample_torch(torch.from_numpy(batch)[:, None], torch.from_numpy(second))[:, 0]
+    assert np.array_equal(torch_g2.numpy(), g2)
+
+
+def test_a_dicom_series_and_a_ct_file_train_together(capsys, tmp_path):
+    """A DICOM series folder is one volume; its Modality tag (CT) picks the Hounsfield normalisation."""
+    data = make_volumes(tmp_path / "data", 1)
+    hu = np.rint(phantom(SHAPE, seed=5, low=-1000, high=800)).astype(np.int16)
+    (data / "patient").mkdir()
+    write_volume(Volume(hu, oblique_geometry(), modality="ct"), data / "patient" / "ct_series")
+    code, out, err = run_train(capsys, "--config", write_config(tmp_path, validation={"fraction": 0}), "--data", data,
+                               "--max-steps", 2, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "patient/ct_series: 20×24×24 (z×y×x), ct" in out
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["modalities"] == {"case0.nrrd": "mr", "patient/ct_series": "ct"}

@@ -1,0 +1,97 @@
+"""Training volumes in memory: read through the library, normalised exactly as at inference, with a coarse list
+of foreground positions for biased patch sampling."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from MedicalDenoiseLib.image_io import read_volume
+from MedicalDenoiseLib.noise_estimation import estimate_noise_sigma
+from MedicalDenoiseLib.normalization import IntensityNormalizer, guess_modality
+
+from .config import DataConfig
+from .data import VolumeSource, matches_any
+from .errors import DataError
+
+__all__ = ["TrainingVolume", "load_volume", "resolve_modality"]
+
+# Foreground positions are kept on a grid this coarse (z, y, x): a few MB at most, and patches are large.
+_FOREGROUND_STRIDE = (1, 4, 4)
+
+
+@dataclass
+class TrainingVolume:
+    """One volume ready for patch sampling.
+
+    Attributes:
+        name: the volume's name (path relative to the data folder).
+        modality: "ct", "mr" or "us": picks the normalisation and the synthetic noise models.
+        image: float32 ``(D, H, W)`` in normalised units (for paired data: the noisy volume).
+        target: for paired data, the clean volume normalised like ``image``; else None.
+        foreground: int32 ``(N, 3)`` voxel positions above the foreground threshold (coarse grid).
+        spacing: (z, y, x) voxel size in mm, for messages.
+        noise_level: blind noise SD estimate of ``image`` (normalised units), for the model card.
+    """
+
+    name: str
+    modality: str
+    image: np.ndarray
+    target: np.ndarray | None
+    foreground: np.ndarray
+    spacing: tuple[float, ...]
+    noise_level: float = 0.0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.image.shape)  # type: ignore[return-value]
+
+
+def resolve_modality(name: str, tagged: str | None, array: np.ndarray, data: DataConfig) -> str:
+    """``data.modality_patterns`` first, then a fixed ``data.modality``, then the DICOM tag or the intensities."""
+    for pattern, modality in data.modality_patterns.items():
+        if matches_any(name, (pattern,)):
+            return modality
+    if data.modality != "auto":
+        return data.modality
+    return guess_modality(array, tagged)
+
+
+def _as_3d_float(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    finite = np.isfinite(array)
+    if not finite.all():
+        array = np.where(finite, array, np.median(array[finite]) if finite.any() else 0.0).astype(np.float32)
+    return array
+
+
+def load_volume(source: VolumeSource, data: DataConfig) -> TrainingVolume:
+    """Reads, normalises and indexes one volume (and its clean partner for paired data).
+
+    The normaliser is fitted on the (noisy) input, as the denoiser does at inference, and applied to the
+    clean partner too, so both share one intensity scale.
+
+    Raises:
+        InputError: an unreadable file (from the library).
+        DataError: a clean partner whose shape differs from its noisy volume.
+    """
+    volume = read_volume(source.path)
+    array = _as_3d_float(volume.array)
+    modality = resolve_modality(source.name, volume.modality, array, data)
+    normalizer = IntensityNormalizer.fit(array, modality)
+    image = normalizer.normalize(array)
+    target = None
+    if source.target is not None:
+        clean = _as_3d_float(read_volume(source.target).array)
+        if clean.shape != array.shape:
+            raise DataError(f"{source.target}: clean volume has shape {clean.shape[::-1]} (x, y, z) but its noisy "
+                            f"partner {source.path.name} has {array.shape[::-1]}; pairs must share one voxel grid")
+        target = normalizer.normalize(clean)
+    reference = target if target is not None else image
+    coarse = reference[:, :: _FOREGROUND_STRIDE[1], :: _FOREGROUND_STRIDE[2]]
+    foreground = (np.argwhere(coarse > data.foreground_threshold) * np.array(_FOREGROUND_STRIDE)).astype(np.int32)
+    spacing = tuple(volume.geometry.spacing[::-1])
+    spacing = spacing if len(spacing) == 3 else (1.0, *spacing)
+    return TrainingVolume(source.name, modality, image, target, foreground, spacing, estimate_noise_sigma(image))
