@@ -32,6 +32,10 @@ from MedicalDenoiseLib.normalization import IntensityNormalizer, guess_modality
 from training.synthetic_phantoms import random_phantom
 
 NOISE_BY_MODALITY = {"ct": ("gaussian", "ct"), "mr": ("gaussian", "rician"), "us": ("gaussian", "speckle")}
+# White noise only: the blind estimate then measures the very noise the network removes, which makes the
+# noise-level input unambiguous. The first shipped model is trained this way; the full pipeline in
+# training/train.py adds correlated CT noise and speckle.
+WHITE_NOISE_BY_MODALITY = {"ct": ("gaussian",), "mr": ("gaussian", "rician"), "us": ("gaussian", "rician")}
 SIGMA_RANGE = (0.005, 0.15)
 # Real "clean" volumes carry their own noise (about 1-2 % of the range). Weighting samples by 1/sigma^2
 # alone would let the lowest levels, where that noise is all the network sees, dominate the loss; the floor
@@ -55,16 +59,16 @@ def load_training_volumes(folder: Path, exclude: set[str]) -> list[dict]:
     return volumes
 
 
-def patch_shape_for(shape: tuple[int, ...], voxels: int = 48**3) -> tuple[int, int, int]:
-    """48³ where the volume allows it; thick-slice volumes get flatter, wider patches of similar size."""
-    depth = min(48, shape[0] // 4 * 4)
+def patch_shape_for(shape: tuple[int, ...], voxels: int = 48**3, edge: int = 48) -> tuple[int, int, int]:
+    """``edge``³ where the volume allows it; thick-slice volumes get flatter, wider patches of similar size."""
+    depth = min(edge, shape[0] // 4 * 4)
     side = int(math.sqrt(voxels / depth)) // 4 * 4
     return depth, min(side, shape[1] // 4 * 4), min(side, shape[2] // 4 * 4)
 
 
-def sample_batch(volume: dict, batch: int, rng: np.random.Generator) -> np.ndarray:
+def sample_batch(volume: dict, batch: int, rng: np.random.Generator, patch: int = 48) -> np.ndarray:
     image = volume["image"]
-    size = patch_shape_for(image.shape)
+    size = patch_shape_for(image.shape, patch**3, patch)
     patches = []
     for _ in range(batch):
         centre = volume["foreground"][rng.integers(len(volume["foreground"]))]
@@ -115,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--max-steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--patch", type=int, default=48, help="patch edge in voxels (a multiple of 4)")
+    p.add_argument("--white-noise-only", action="store_true",
+                   help="Gaussian and Rician noise only (no FBP-correlated CT noise or speckle)")
     p.add_argument("--phantom-fraction", type=float, default=0.3,
                    help="share of steps trained on noise-free procedural phantoms instead of the volumes")
     p.add_argument("--lr", type=float, default=5e-4)
@@ -157,18 +164,20 @@ def main(argv: list[str] | None = None) -> None:
         step, elapsed = state["step"], state["elapsed"]
         print(f"resumed at step {step}", flush=True)
 
-    log = open(args.out / "log.csv", "a", newline="")
+    noise_kinds = WHITE_NOISE_BY_MODALITY if args.white_noise_only else NOISE_BY_MODALITY
+    log = open(args.out / "log.csv", "a", newline="", encoding="utf-8")
     writer = csv.writer(log)
     started = time.time() - elapsed
     running = None
     while step < args.max_steps:
         if rng.random() < args.phantom_fraction:
-            noise = RandomNoise(kinds=("gaussian", "rician", "ct"), sigma_range=SIGMA_RANGE)
-            batch = np.stack([random_phantom((48, 48, 48), rng) for _ in range(args.batch)])
+            noise = RandomNoise(kinds=("gaussian", "rician") if args.white_noise_only else ("gaussian", "rician", "ct"),
+                                sigma_range=SIGMA_RANGE)
+            batch = np.stack([random_phantom((args.patch,) * 3, rng) for _ in range(args.batch)])
         else:
             volume = volumes[rng.integers(len(volumes))]
-            noise = RandomNoise(kinds=NOISE_BY_MODALITY[volume["modality"]], sigma_range=SIGMA_RANGE)
-            batch = sample_batch(volume, args.batch, rng)
+            noise = RandomNoise(kinds=noise_kinds[volume["modality"]], sigma_range=SIGMA_RANGE)
+            batch = sample_batch(volume, args.batch, rng, args.patch)
         x, clean, levels = make_inputs(batch, noise, rng)
         weights = 1.0 / (levels**2 + WEIGHT_SIGMA_FLOOR**2)
         loss = ((network(x) - clean) ** 2).mean(dim=(1, 2, 3, 4)).mul(weights).mean()
@@ -202,13 +211,13 @@ def main(argv: list[str] | None = None) -> None:
             name=args.name,
             description="3D residual autoencoder (noise-predicting, noise-level input) for CT, MR and US.",
             network=config,
-            noise_kinds=sorted({k for v in volumes for k in NOISE_BY_MODALITY[v["modality"]]}),
+            noise_kinds=sorted({k for v in volumes for k in noise_kinds[v["modality"]]}),
             noise_range=SIGMA_RANGE,
             modalities=sorted({v["modality"] for v in volumes}),
             training_data=[v["name"] for v in volumes] + [f"procedural phantoms ({args.phantom_fraction:.0%} of steps)"],
             training={
                 "script": "training/simple_synthetic.py", "steps": step, "batch": args.batch,
-                "patch": "48^3 (thick-slice volumes: flatter patches of similar size)",
+                "patch": f"{args.patch}^3 (thick-slice volumes: flatter patches of similar size)",
                 "loss": f"MSE weighted by 1/(sigma^2 + {WEIGHT_SIGMA_FLOOR}^2)", "optimizer": f"Adam lr {args.lr} cosine", "seed": args.seed,
                 "minutes": round((time.time() - started) / 60, 1), "device": "cpu",
             },
