@@ -73,6 +73,9 @@ class DistributedContext:
 
     def shutdown(self) -> None:
         if self.enabled and dist.is_initialized():
+            # Every rank reaches this point before the group goes: a rank that tears gloo down while
+            # another still talks to it aborts ("terminate called without an active exception").
+            dist.barrier()
             dist.destroy_process_group()
 
 
