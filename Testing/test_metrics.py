@@ -10,11 +10,16 @@ from skimage.metrics import structural_similarity
 
 from MedicalDenoiseLib.metrics import (
     edge_preservation,
+    edge_sharpness,
+    flat_region_mask,
+    flat_region_noise_sd,
+    foreground_mask,
     high_frequency_power_ratio,
     psnr,
     residual_statistics,
     residual_structure_correlation,
     ssim3d,
+    strong_edge_mask,
 )
 
 
@@ -175,3 +180,68 @@ def test_high_frequency_power_ratio(phantom, rng):
     assert high_frequency_power_ratio(phantom, ndimage.gaussian_filter(phantom, 1.0)) < 0.5
     assert high_frequency_power_ratio(phantom, phantom + rng.normal(0, 0.1, phantom.shape)) > 1.0
     assert high_frequency_power_ratio(phantom[12], ndimage.gaussian_filter(phantom[12], 1.0)) < 0.5
+
+
+def step_phantom(shape=(6, 48, 48)) -> np.ndarray:
+    """Two flat halves (0.2 and 0.8) split along x: large flat regions and one strong straight edge."""
+    image = np.full(shape, 0.2)
+    image[..., shape[-1] // 2:] = 0.8
+    return image
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.08])
+def test_flat_region_noise_sd_recovers_known_sigma(rng, sigma):
+    clean = step_phantom()
+    noisy = clean + rng.normal(0, sigma, clean.shape)
+    flat = flat_region_mask(noisy)
+    assert flat.sum() == pytest.approx(0.25 * flat.size, rel=0.05)
+    assert not flat[..., 22:26].any()  # the edge is never "flat"
+    assert flat_region_noise_sd(noisy, flat) == pytest.approx(sigma, rel=0.1)
+    # On the same voxels, a smoothed copy has far less noise left; the clean image has none.
+    assert flat_region_noise_sd(ndimage.gaussian_filter(noisy, 2.0), flat) < 0.4 * sigma
+    assert flat_region_noise_sd(clean, flat) < 1e-9
+
+
+def test_flat_region_noise_sd_2d_and_foreground(rng):
+    image = np.zeros((40, 40))
+    image[8:32, 8:32] = 0.5
+    noisy = image + rng.normal(0, 0.05, image.shape)
+    foreground = foreground_mask(noisy, threshold=0.25, dilation=0, smoothing_sigma=1.0)
+    assert foreground[12:28, 12:28].all() and not foreground[:4].any()
+    flat = flat_region_mask(noisy, foreground, fraction=0.5)
+    assert not (flat & ~foreground).any()
+    assert flat_region_noise_sd(noisy, flat) == pytest.approx(0.05, rel=0.15)
+
+
+def test_edge_sharpness_drops_with_blur_not_with_denoising(rng):
+    clean = step_phantom()
+    noisy = clean + rng.normal(0, 0.03, clean.shape)
+    edges = strong_edge_mask(noisy)
+    assert edges[..., 22:26].sum() >= 0.9 * edges.sum()  # found on the step
+    sharp = edge_sharpness(noisy, edges)
+    assert edge_sharpness(clean, edges) == pytest.approx(sharp, rel=0.1)  # noise does not inflate it
+    blurred = ndimage.gaussian_filter(clean, (0, 2.5, 2.5))
+    assert edge_sharpness(blurred, edges) < 0.75 * edge_sharpness(clean, edges)
+
+
+def test_foreground_mask_dilates_and_validates():
+    image = np.zeros((9, 9, 9))
+    image[4, 4, 4] = 1.0
+    assert foreground_mask(image, dilation=0).sum() == 1
+    assert foreground_mask(image, dilation=1).sum() == 7  # the voxel and its 6 face neighbours
+    with pytest.raises(ValueError, match="dilation"):
+        foreground_mask(image, dilation=-1)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: flat_region_mask(np.zeros((4, 2, 9))), "3 x 3 voxels in-plane"),
+        (lambda: flat_region_mask(np.zeros((4, 9, 9)), fraction=0), r"fraction must be in \(0, 1\]"),
+        (lambda: flat_region_noise_sd(np.zeros((4, 9, 9)), np.ones((4, 9, 9), bool), window=4), "odd"),
+        (lambda: edge_sharpness(np.zeros((4, 9, 9)), np.zeros((4, 9, 9), bool)), "all-False"),
+    ],
+)
+def test_reference_free_metrics_reject_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from MedicalDenoiseLib.errors import OutputError
-from MedicalDenoiseLib.preview import GAP_PX, comparison_labels, comparison_png, middle_slice
+from MedicalDenoiseLib.preview import GAP_PX, comparison_grid_png, comparison_labels, comparison_png, middle_slice
 
 
 def read_png(path) -> np.ndarray:
@@ -91,3 +91,41 @@ def test_bad_paths_and_panels(tmp_path, panels):
 
 def test_comparison_labels(panels):
     assert comparison_labels(panels) == "noisy | denoised | residual | clean"
+
+
+def test_grid_puts_residuals_under_outputs_in_one_shared_window(tmp_path, panels):
+    (_, noisy), (_, denoised), _, (_, clean) = panels
+    half_smoothed = noisy.copy()
+    half_smoothed[..., :8] = clean[..., :8]  # removed the noise in the left half only
+    top = [("noisy", noisy), ("denoised", denoised), ("half", half_smoothed), ("clean", clean)]
+    bottom = [("residual noise", noisy - clean), ("residual denoised", noisy - denoised),
+              ("residual half", noisy - half_smoothed), None]
+    path = comparison_grid_png(tmp_path / "grid.png", [top, bottom], residual_half_width=0.3)
+    pixels = read_png(path)
+    assert pixels.shape == (2 * 12 + GAP_PX, 4 * 16 + 3 * GAP_PX)
+    assert (pixels[12: 12 + GAP_PX] == 0).all()  # the gap between the rows
+    row2 = pixels[12 + GAP_PX:]
+    tile = lambda column: row2[:, column * (16 + GAP_PX): column * (16 + GAP_PX) + 16]  # noqa: E731
+    # One shared window: "denoised" removed noise only in its right half, "half" only in its left half, so
+    # each shows mid-grey where it removed nothing and the same noise pixels where it removed it.
+    assert set(np.unique(tile(1)[:, :8])) <= {127, 128}
+    assert set(np.unique(tile(2)[:, 8:])) <= {127, 128}
+    np.testing.assert_array_equal(tile(1)[:, 8:], tile(0)[:, 8:])
+    np.testing.assert_array_equal(tile(2)[:, :8], tile(0)[:, :8])
+    assert (tile(3) == 0).all()  # the None cell stays black
+    # The top row matches the one-row preview of the same image panels.
+    np.testing.assert_array_equal(pixels[:12], read_png(comparison_png(tmp_path / "row.png", top)))
+
+
+def test_grid_aligns_columns_of_different_widths_and_validates(tmp_path):
+    rng = np.random.default_rng(0)
+    wide, narrow = rng.random((6, 10)), rng.random((4, 5))
+    pixels = read_png(comparison_grid_png(tmp_path / "g.png", [[("a", narrow), ("b", narrow)], [("c", wide)]]))
+    assert pixels.shape == (4 + GAP_PX + 6, 10 + GAP_PX + 5)
+    assert (pixels[:4, 5:10] == 0).all()  # the narrow panel sits left in its wide column
+    with pytest.raises(ValueError, match="at least one"):
+        comparison_grid_png(tmp_path / "g.png", [[None], []])
+    with pytest.raises(ValueError, match="residual_half_width"):
+        comparison_grid_png(tmp_path / "g.png", [[("residual", wide)]], residual_half_width=0.0)
+    with pytest.raises(ValueError, match=r"\.png"):
+        comparison_grid_png(tmp_path / "g.tif", [[("a", wide)]])

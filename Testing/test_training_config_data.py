@@ -7,6 +7,7 @@ import pytest
 from MedicalDenoiseLib.image_io import write_volume
 from MedicalDenoiseLib.volume import Volume
 from conftest import oblique_geometry, phantom
+from training.batches import BatchMaker
 from training.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from training.data import find_pairs, find_volumes, split_by_volume, volume_stem
 from training.errors import ConfigError, DataError
@@ -121,3 +122,19 @@ def test_sampler_prefers_foreground_and_mixes_thin_volumes():
     assert (16, 16, 16) in shapes and all(s[0] == 4 for s in shapes if s != (16, 16, 16))
     with pytest.raises(DataError, match=r"data.patch_size \[64, 64, 64\].*larger than every training volume"):
         PatchSampler([_volume("a", (40, 40, 40))], (64, 64, 64), (2, 2, 2), 0.5)
+
+
+def test_phantom_batches_are_exactly_clean_targets_with_mr_noise():
+    config = config_from_dict({"data": {"patch_size": [16, 16, 16], "batch_size": 3, "phantom_fraction": 1.0},
+                               "noise": {"sigma_range": [0.05, 0.05], "kinds": {"mr": ["gaussian"]}}})
+    volume = _volume("a", (20, 20, 20))  # all zeros: a patch of it would be a flat zero target
+    batch = BatchMaker("synthetic", [volume], config, (4, 4, 4))(np.random.default_rng(0))
+    assert batch.clean.shape == batch.noisy.shape == (3, 16, 16, 16)
+    assert batch.clean.std(axis=(1, 2, 3)).min() > 0.02  # phantoms, not the zero volume
+    assert np.std(batch.noisy - batch.clean) == pytest.approx(0.05, rel=0.05)
+    assert np.allclose(batch.sigma, np.hypot(0.05, config.noise.weight_floor))
+    # Self-supervised batches never use phantoms: there is no noise model for them to learn from.
+    never = config_from_dict({"data": {"patch_size": [16, 32, 32], "batch_size": 1, "phantom_fraction": 1.0}})
+    assert BatchMaker("self-supervised", [_volume("b", (20, 40, 40))], never, (4, 8, 8)).phantom_fraction == 0
+    with pytest.raises(ConfigError, match=r"data.phantom_fraction must be in \[0, 1\], got 1.5"):
+        config_from_dict({"data": {"phantom_fraction": 1.5}})

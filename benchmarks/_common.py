@@ -12,9 +12,20 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section"]
+__all__ = ["ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section",
+           "default_data_dir", "HELD_OUT_FILES"]
 
 _REPO = Path(__file__).resolve().parent.parent
+
+# Real volumes of ../shared/data that no shipped model was trained on (see each model card's training data):
+# the quality benchmark's real clean references and the held-out rows of the reference-free benchmark.
+HELD_OUT_FILES = ("mr_brain_t1gd_brain2_pyradiomics.nrrd", "ct_abdomen_3mm_totalseg.nii.gz")
+
+
+def default_data_dir() -> Path | None:
+    """``../shared/data`` beside the checkout (where the project's real volumes live), or None if absent."""
+    folder = _REPO.parent / "shared" / "data"
+    return folder if folder.is_dir() else None
 
 
 def ensure_library_importable() -> None:

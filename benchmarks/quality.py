@@ -1,10 +1,15 @@
-"""Denoising quality against classical baselines: PSNR / SSIM / seconds per method and noise setting.
+"""Denoising quality against classical baselines: PSNR / SSIM / foreground SSIM / seconds per method and setting.
 
-One clean volume (default: the MNI152 T1 template that ships with nilearn, centre 128³ crop) gets known
-noise per setting; the classical baselines of ``MedicalDenoiseLib.baselines.BASELINES`` and the model
-denoise it, and everything is scored against the clean volume. The baselines are at their best: the
-``best …`` ones are tuned on the clean image (oracle), NLM and BM4D are told the true noise SD. The model
-is blind: it estimates the noise itself.
+Several clean volumes (default: the MNI152 T1 template that ships with nilearn, and two held-out real
+volumes from ``--data``: an MR brain and a CT abdomen) get known noise per setting; the classical baselines
+of ``MedicalDenoiseLib.baselines.BASELINES`` and every shipped model denoise it, and everything is scored
+against the clean volume. The baselines are at their best: the ``best …`` ones are tuned on the clean image
+(oracle), NLM, DIPY NLM and BM4D are told the true noise SD. The models are blind: they estimate the noise.
+One markdown table per volume (methods × settings) and one PNG per volume (outputs above their residuals).
+
+The real volumes are not noise-free: their own noise stays in the "clean" reference, so PSNR there is capped
+and a method that removes the original noise too is scored as if it had erased detail. Compare methods
+with each other on them, not with the template's numbers.
 
 Usage:
     python benchmarks/quality.py --out docs/benchmarks.md
@@ -15,35 +20,94 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from _common import command_line, ensure_library_importable, machine_line, utc_now, write_section
+from _common import command_line, default_data_dir, ensure_library_importable, machine_line, utc_now, write_section
 
 ensure_library_importable()
-from MedicalDenoiseLib.baselines import BASELINES, bm4d_available  # noqa: E402
+from MedicalDenoiseLib.baselines import BASELINES, bm4d_available, dipy_available  # noqa: E402
 from MedicalDenoiseLib.denoiser import Denoiser  # noqa: E402
+from MedicalDenoiseLib.errors import MedicalDenoiseError  # noqa: E402
 from MedicalDenoiseLib.image_io import read_volume  # noqa: E402
-from MedicalDenoiseLib.metrics import psnr, ssim3d  # noqa: E402
+from MedicalDenoiseLib.metrics import foreground_mask, psnr, ssim3d  # noqa: E402
 from MedicalDenoiseLib.noise_models import NOISE_MODELS, make_noise  # noqa: E402
 from MedicalDenoiseLib.normalization import MODALITIES, IntensityNormalizer, guess_modality  # noqa: E402
-from MedicalDenoiseLib.preview import comparison_labels, comparison_png  # noqa: E402
+from MedicalDenoiseLib.preview import comparison_grid_png  # noqa: E402
+from MedicalDenoiseLib.registry import list_models  # noqa: E402
 from MedicalDenoiseLib.sample_data import mni152_t1_path  # noqa: E402
 from MedicalDenoiseLib.volume import Geometry, Volume  # noqa: E402
 
-DEFAULT_SETTINGS = ("gaussian:0.03", "gaussian:0.05", "gaussian:0.10", "rician:0.05")
+MR_SETTINGS = ("gaussian:0.01", "gaussian:0.03", "gaussian:0.05", "gaussian:0.10", "rician:0.03", "rician:0.05")
+CT_SETTINGS = ("gaussian:0.01", "gaussian:0.03", "gaussian:0.05", "gaussian:0.10", "ct:0.02", "ct:0.05")
+DEFAULT_SETTINGS = {"mr": MR_SETTINGS, "ct": CT_SETTINGS, "us": MR_SETTINGS}
 BM4D = "BM4D (true σ)"
-MODEL = "model"
+MODEL_PREFIX = "model "  # method ids of the models: "model autoencoder-v1"; `--skip model` leaves all out
+FOREGROUND_THRESHOLD = 0.1  # of the normalised range (CT: −800 HU; MR: a tenth of the bright tissue)
+FOREGROUND_DILATION = 2  # voxels, so the body's outline counts as foreground
+RUNTIME_EPILOG = (
+    "Runtime on 2 CPU cores (scaled by voxel count from 32³ runs; per 128³ and setting BM4D takes about 3 "
+    "minutes, scikit-image and DIPY NLM about 30 s each): the default run (3 volumes × 6 settings, every "
+    "baseline, BM4D on the whole crops, one model) takes about 45 minutes, BM4D about 25 of them; with "
+    "--bm4d-crop 64 about 20 minutes; with --skip bm4d 'non-local means' dipy about 10. Each further model "
+    "adds under a minute.")
 
 
 class Score(NamedTuple):
     psnr: float
     ssim: float
+    ssim_foreground: float | None  # None: no foreground in the scored region
     seconds: float | None  # None: not timed (the noisy input, a re-scored output)
     params: str  # parameters chosen or told, for the notes under the table
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """One clean volume of the benchmark and how to cut it.
+
+    Attributes:
+        key: short name for ``--volumes``.
+        stem: for the PNG's file name.
+        file: file name inside ``--data``; None for the MNI template (nilearn) or ``--clean``'s path.
+        crop: centred crop per axis (z, y, x); None keeps that axis whole.
+        modality: normalisation (None: from the file's tag or the intensities).
+        description: the table heading.
+    """
+
+    key: str
+    stem: str
+    file: str | None
+    crop: tuple[int | None, int | None, int | None]
+    modality: str | None
+    description: str
+
+
+DEFAULT_VOLUMES = (
+    VolumeSpec("mni", "mni152_t1", None, (128, 128, 128), "mr",
+               "MNI152 T1 1 mm template (nilearn; averaged, nearly noise-free, smooth)"),
+    VolumeSpec("brain2", "mr_brain_t1gd_brain2", "mr_brain_t1gd_brain2_pyradiomics.nrrd", (None, 128, 128), "mr",
+               "MR brain T1 + Gd, pyradiomics brain2 (real, held out from training; 6.5 mm slices)"),
+    VolumeSpec("ct-abdomen", "ct_abdomen_3mm", "ct_abdomen_3mm_totalseg.nii.gz", (96, 96, 96), "ct",
+               "CT abdomen, TotalSegmentator example, 3 mm (real, held out from training; smoothed by resampling)"),
+)
+
+
+@dataclass
+class CleanVolume:
+    """A loaded, cropped clean volume with what scoring needs."""
+
+    spec: VolumeSpec
+    array: np.ndarray  # float32 (z, y, x)
+    geometry: Geometry
+    modality: str
+    data_range: float
+    foreground: np.ndarray | None  # None: nothing above the threshold
+    source: str
+    settings: list[str] = field(default_factory=list)
 
 
 def parse_setting(token: str) -> tuple[str, float]:
@@ -62,204 +126,381 @@ def parse_setting(token: str) -> tuple[str, float]:
 
 def setting_label(token: str) -> str:
     kind, fraction = parse_setting(token)
-    return f"{kind.capitalize()} {fraction * 100:g} %"
+    name = "CT-like correlated" if kind == "ct" else kind.capitalize()
+    return f"{name} {fraction * 100:g} %"
 
 
-def centre_crop(array: np.ndarray, edge: int) -> np.ndarray:
-    """The centred cube of ``edge`` voxels (clipped to the array); ``edge <= 0`` returns the array."""
-    if edge <= 0:
-        return array
-    slices = tuple(slice(max(0, (n - edge) // 2), max(0, (n - edge) // 2) + min(n, edge)) for n in array.shape)
-    return np.ascontiguousarray(array[slices])
+def centre_crop(array: np.ndarray, size: int | Sequence[int | None]) -> np.ndarray:
+    """The centred block of ``size`` voxels (clipped to the array).
+
+    ``size`` is one edge for every axis (``<= 0``: the whole array) or one value per axis (None or ``<= 0``
+    keeps that axis whole).
+    """
+    sizes = [size] * array.ndim if isinstance(size, (int, np.integer)) else list(size)
+    if len(sizes) != array.ndim:
+        raise ValueError(f"crop needs {array.ndim} sizes, got {tuple(sizes)}")
+
+    def centred(extent: int, edge: int | None) -> slice:
+        if not edge or edge <= 0:
+            return slice(None)
+        start = max(0, (extent - edge) // 2)
+        return slice(start, start + min(extent, edge))
+
+    return np.ascontiguousarray(array[tuple(centred(n, edge) for n, edge in zip(array.shape, sizes))])
 
 
-def _score(clean: np.ndarray, test: np.ndarray, data_range: float, seconds: float | None, params: str) -> Score:
-    return Score(psnr(clean, test, data_range), ssim3d(clean, test, data_range), seconds, params)
+def shape_text(shape: Sequence[int]) -> str:
+    """(z, y, x) as the usual ``x×y×z``."""
+    return "×".join(str(n) for n in shape[::-1])
 
 
-def run_setting(token: str, clean: np.ndarray, geometry: Geometry, data_range: float, modality: str,
-                methods: list[str], denoiser: Denoiser | None, bm4d_crop: int, seed: int
-                ) -> tuple[dict[str, Score], list[tuple[str, np.ndarray]]]:
-    """Scores every method on one noise setting.
+def load_clean(spec: VolumeSpec, path: Path, crop: int | None, modality: str) -> CleanVolume:
+    """Reads, crops and normalises one clean volume; ``crop`` (an edge for every axis) overrides the spec's."""
+    volume = read_volume(path)
+    array = centre_crop(volume.array.astype(np.float32), spec.crop if crop is None else crop)
+    chosen = guess_modality(array, volume.modality if modality == "auto" else modality)
+    normalizer = IntensityNormalizer.fit(array, chosen)
+    mask = foreground_mask(normalizer.normalize(array), FOREGROUND_THRESHOLD, FOREGROUND_DILATION)
+    return CleanVolume(spec, array, volume.geometry, chosen, normalizer.scale, mask if mask.any() else None,
+                       f"`{path.name}`, centre {shape_text(array.shape)} voxels (x×y×z)")
 
-    Args:
-        clean: the clean crop, float32 (z, y, x); ``geometry`` only travels with it.
-        data_range: the normalised range; noise SD, PSNR and SSIM are relative to it.
-        methods: names from ``BASELINES`` and/or ``MODEL``, in table order.
-        bm4d_crop: run BM4D on this centred cube of the crop only (0: all of it).
 
-    Returns:
-        ``(scores by row name, (label, array) panels for a preview: noisy, each method, clean)``.
+def resolve_volumes(args: argparse.Namespace) -> tuple[list[tuple[VolumeSpec, Path]], list[str]]:
+    """The volumes to run, as (spec, path), and one note per volume skipped (file missing)."""
+    if args.clean is not None:
+        if not args.clean.exists():
+            raise SystemExit(f"--clean {args.clean}: file not found; give a volume readable by SimpleITK")
+        spec = VolumeSpec("clean", args.clean.name.split(".")[0], args.clean.name, (128, 128, 128), None,
+                          f"`{args.clean.name}` (given with --clean)")
+        return [(spec, args.clean)], []
+    chosen, skipped = [], []
+    for spec in DEFAULT_VOLUMES:
+        if spec.key not in args.volumes:
+            continue
+        if spec.file is None:
+            try:
+                chosen.append((spec, mni152_t1_path()))
+            except MedicalDenoiseError as error:
+                skipped.append(f"{spec.description}: skipped, {error}")
+            continue
+        path = args.data / spec.file if args.data else None
+        if path is None or not path.is_file():
+            where = f"in {args.data}" if args.data else "(no --data folder; ../shared/data does not exist)"
+            skipped.append(f"{spec.description}: skipped, `{spec.file}` not found {where}")
+            continue
+        chosen.append((spec, path))
+    return chosen, skipped
+
+
+def _score(clean: np.ndarray, test: np.ndarray, data_range: float, mask: np.ndarray | None,
+           seconds: float | None, params: str) -> Score:
+    inside = mask is not None and mask.any()
+    return Score(psnr(clean, test, data_range), ssim3d(clean, test, data_range),
+                 ssim3d(clean, test, data_range, mask=mask) if inside else None, seconds, params)
+
+
+def add_noise(token: str, clean: np.ndarray, data_range: float, seed: int) -> tuple[np.ndarray, float]:
+    """The noisy copy and the "true σ" the σ-told baselines get, in the volume's units.
+
+    For Gaussian and Rician that is the noise model's parameter (for Rician the SD of noisy − clean is not σ:
+    the modulus is biased); for correlated or multiplicative noise the SD actually added.
     """
     kind, fraction = parse_setting(token)
     level = fraction if kind == "speckle" else fraction * data_range  # speckle is relative, as in evaluate
     noisy = make_noise(kind, level)(clean, np.random.default_rng(seed))
-    # "True σ" for Gaussian and Rician is the model's parameter (for Rician the SD of noisy − clean is not
-    # σ: the modulus is biased); for correlated or multiplicative noise the SD actually added.
-    true_sd = level if kind in ("gaussian", "rician") else float(np.std(noisy - clean))
-    scores = {"noisy input": _score(clean, noisy, data_range, None, "")}
-    panels = [("noisy", noisy)]
+    return noisy, level if kind in ("gaussian", "rician") else float(np.std(noisy - clean))
+
+
+def run_model(denoiser: Denoiser, volume: CleanVolume, noisy: np.ndarray, token: str, bm4d_crop: int,
+              with_bm4d: bool) -> tuple[dict[str, Score], np.ndarray, str]:
+    """One blind model run: its score (and on BM4D's crop when BM4D ran on one), output and row name."""
+    started = time.perf_counter()
+    # Geometry plays no part in denoising, so the crop keeps the whole volume's.
+    result = denoiser.denoise(Volume(noisy, volume.geometry, source=token), modality=volume.modality)
+    seconds, out = time.perf_counter() - started, result.volume.array
+    row = f"{denoiser.name} (blind)"
+    scores = {row: _score(volume.array, out, volume.data_range, volume.foreground, seconds,
+                          f"estimated σ {result.estimated_sigma / volume.data_range:.2%}")}
+    if bm4d_crop and with_bm4d:
+        # The same output scored on BM4D's voxels, so the two can be compared like for like.
+        sub_mask = None if volume.foreground is None else centre_crop(volume.foreground, bm4d_crop)
+        scores[f"{row}, centre {bm4d_crop}³"] = _score(centre_crop(volume.array, bm4d_crop),
+                                                       centre_crop(out, bm4d_crop), volume.data_range, sub_mask,
+                                                       None, "")
+    return scores, out, row
+
+
+def run_baseline(name: str, volume: CleanVolume, noisy: np.ndarray, true_sd: float, kind: str, bm4d_crop: int
+                 ) -> tuple[Score, np.ndarray, np.ndarray, str]:
+    """One baseline: its score, output, the noisy input it saw (a crop for BM4D) and its row name."""
+    clean, mask = volume.array, volume.foreground
+    if name == BM4D and bm4d_crop:
+        clean, noisy = centre_crop(clean, bm4d_crop), centre_crop(noisy, bm4d_crop)
+        mask = None if mask is None else centre_crop(mask, bm4d_crop)
+    started = time.perf_counter()
+    out, params = BASELINES[name](noisy, clean, true_sd, volume.data_range, noise_kind=kind)
+    seconds = time.perf_counter() - started
+    row = f"{name}, centre {bm4d_crop}³" if name == BM4D and bm4d_crop else name
+    return _score(clean, out, volume.data_range, mask, seconds, params), out, noisy, row
+
+
+def run_setting(token: str, volume: CleanVolume, methods: list[str], denoisers: dict[str, Denoiser],
+                bm4d_crop: int, seed: int) -> tuple[dict[str, Score], list[tuple], list[str]]:
+    """Scores every method on one noise setting of one volume.
+
+    Args:
+        methods: names from ``BASELINES`` and model ids (``MODEL_PREFIX`` + name), in table order.
+        denoisers: the loaded models by method id.
+        bm4d_crop: run BM4D on this centred cube of the crop only (0: all of it).
+
+    Returns:
+        ``(scores by row name, preview columns (label, output, noisy input it saw), failures)``; a method that
+        raises is reported in the failures and the run goes on.
+    """
+    kind, _ = parse_setting(token)
+    noisy, true_sd = add_noise(token, volume.array, volume.data_range, seed)
+    scores = {"noisy input": _score(volume.array, noisy, volume.data_range, volume.foreground, None, "")}
+    columns, failures = [("noisy", noisy, noisy)], []
     for name in methods:
-        print(f"  {token}: {name} …", file=sys.stderr, flush=True)
-        if name == MODEL:
-            started = time.perf_counter()
-            result = denoiser.denoise(Volume(noisy, geometry, source=token), modality=modality)
-            seconds, out = time.perf_counter() - started, result.volume.array
-            row = f"{denoiser.name} (blind)"
-            scores[row] = _score(clean, out, data_range, seconds, f"estimated σ {result.estimated_sigma / data_range:.2%}")
-            if bm4d_crop and BM4D in methods:
-                # The same output scored on BM4D's voxels, so the two can be compared like for like.
-                scores[f"{row}, centre {bm4d_crop}³"] = _score(
-                    centre_crop(clean, bm4d_crop), centre_crop(out, bm4d_crop), data_range, None, "")
-        else:
-            sub_clean, sub_noisy = (clean, noisy) if name != BM4D else (centre_crop(clean, bm4d_crop),
-                                                                        centre_crop(noisy, bm4d_crop))
-            started = time.perf_counter()
-            out, params = BASELINES[name](sub_noisy, sub_clean, true_sd, data_range)
-            seconds = time.perf_counter() - started
-            row = f"{name}, centre {bm4d_crop}³" if name == BM4D and bm4d_crop else name
-            scores[row] = _score(sub_clean, out, data_range, seconds, params)
-        panels.append((row, out))
-    panels.append(("clean", clean))
-    return scores, panels
+        print(f"  {volume.spec.key} {token}: {name} …", file=sys.stderr, flush=True)
+        try:
+            if name in denoisers:
+                model_scores, out, row = run_model(denoisers[name], volume, noisy, token, bm4d_crop, BM4D in methods)
+                scores.update(model_scores)
+                columns.append((row, out, noisy))
+            else:
+                score, out, seen, row = run_baseline(name, volume, noisy, true_sd, kind, bm4d_crop)
+                scores[row] = score
+                columns.append((row, out, seen))
+        except Exception as error:  # noqa: BLE001 - one failing method must not lose an hour of results
+            failures.append(f"{name} on {setting_label(token)}: {type(error).__name__}: {error}")
+            print(f"  failed: {failures[-1]}", file=sys.stderr)
+    columns.append(("clean", volume.array, None))
+    return scores, columns, failures
+
+
+def write_preview(png: Path, volume: CleanVolume, columns: list[tuple], noisy: np.ndarray) -> str:
+    """Two-row PNG: each output's middle axial slice above its residual (the input it saw − output).
+
+    Under "noisy" sits the noise actually added (noisy − clean). All residuals share ±3 × the SD of that
+    noise, so a method that removed anatomy shows structure, one that left noise shows little. Returns the
+    caption.
+    """
+    top = [(label, out) for label, out, _ in columns]
+    bottom = [("residual: noise added", noisy - volume.array)]
+    bottom += [None if seen is None else (f"residual {label}", seen - out) for label, out, seen in columns[1:]]
+    low, high = np.percentile(volume.array[volume.array.shape[0] // 2], [1, 99])
+    noise_sd = float(np.std(noisy - volume.array))
+    png.parent.mkdir(parents=True, exist_ok=True)
+    comparison_grid_png(png, [top, bottom], window=(low, high) if high > low else None,
+                        residual_half_width=3 * noise_sd if noise_sd > 0 else None)
+    return (f"Top row, left to right: {' | '.join(label for label, _ in top)} (all in the clean slice's 1–99 % "
+            "window). Bottom row: the residual (input − output) under each, mid-grey = 0, ±3 × the added noise's "
+            "SD; under *noisy* the noise that was added, under *clean* nothing.")
 
 
 def _cell(score: Score | None) -> str:
     if score is None:
         return "–"
-    text = f"{score.psnr:.1f} / {score.ssim:.3f}".replace(" 0.", " .")  # GUIDE §7 style: 36.2 / .975 / 1.6
+    foreground = "–" if score.ssim_foreground is None else f"{score.ssim_foreground:.3f}"
+    text = f"{score.psnr:.1f} / {score.ssim:.3f} / {foreground}".replace(" 0.", " .")
     if score.seconds is None:
         return text
     return f"{text} / {score.seconds:.1f}" if score.seconds < 100 else f"{text} / {score.seconds:.0f}"
 
 
-def report(results: dict[str, dict[str, Score]], args: argparse.Namespace, source: str, shape: tuple,
-           data_range: float, modality: str, model: str, device: str, preview: tuple[str, str] | None) -> str:
-    """The markdown section: context, the table (methods × settings), chosen parameters, preview.
-
-    ``preview`` is ``(png path, panel labels)`` when a PNG was written.
-    """
+def volume_report(volume: CleanVolume, results: dict[str, dict[str, Score]], failures: list[str],
+                  preview: tuple[str, str] | None, bm4d_crop: int, bm4d_ran: bool) -> list[str]:
+    """The markdown of one volume: heading, table (methods × settings), parameters, notes, PNG."""
     rows = list(dict.fromkeys(row for scores in results.values() for row in scores))
+    foreground = ("none above the threshold" if volume.foreground is None
+                  else f"{volume.foreground.mean():.0%} of the voxels")
     lines = [
-        "## Quality",
+        f"### {volume.spec.description}",
         "",
-        f"- Clean volume: {source}, {'×'.join(str(n) for n in shape[::-1])} voxels (x×y×z), normalised as "
-        f"{modality.upper()}; data range {data_range:g} (noise SD and PSNR are relative to it)",
-        f"- Model: `{model}`, blind (estimates the noise itself); device {device}"
-        f"{', test-time flips' if args.flips else ''}",
-        f"- Machine: {machine_line(torch.__version__, f'{torch.get_num_threads()} torch threads')}",
-        f"- Date: {utc_now()}; noise seed {args.seed}",
-        f"- Command: `{command_line()}`",
-        "",
-        "Each cell: PSNR dB / 3D SSIM / seconds.",
+        f"- {volume.source}, normalised as {volume.modality.upper()}; data range {volume.data_range:g} "
+        f"(noise SD and PSNR are relative to it); foreground {foreground}",
         "",
         "| method | " + " | ".join(setting_label(t) for t in results) + " |",
         "|---|" + "---|" * len(results),
     ]
     lines += [f"| {row} | " + " | ".join(_cell(results[t].get(row)) for t in results) + " |" for row in rows]
-    lines += ["", "Parameters chosen (oracle-tuned on the clean volume, or told the true σ):", ""]
+    chosen = []
     for row in rows:
-        chosen = [f"{setting_label(t)}: {results[t][row].params}" for t in results
-                  if row in results[t] and results[t][row].params]
-        if chosen:
-            lines.append(f"- {row}: " + "; ".join(chosen))
+        per_setting = [f"{setting_label(t)}: {results[t][row].params}" for t in results
+                       if row in results[t] and results[t][row].params]
+        if per_setting:
+            chosen.append(f"- {row}: " + "; ".join(per_setting))
+    if chosen:
+        lines += ["", "<details><summary>Parameters chosen (oracle-tuned on the clean volume, or told the true σ; "
+                  "models: the σ they estimated)</summary>", "", *chosen, "", "</details>"]
+    if bm4d_crop and bm4d_ran:
+        crop_shape = shape_text(centre_crop(volume.array, bm4d_crop).shape)
+        lines.append(f"\nBM4D ran on the centre {crop_shape} voxels only, to save time; each model row marked "
+                     f"'centre {bm4d_crop}³' scores that model's output on the same voxels.")
+    if failures:
+        lines += ["", "Failed (the cell shows –):", "", *[f"- {failure}" for failure in failures]]
+    if preview:
+        png, caption = preview
+        lines += ["", f"![middle axial slices and residuals]({Path(png).name})", "", caption]
+    return lines
+
+
+def report(volumes: list[CleanVolume], results: dict, failures: dict, previews: dict, skipped: list[str],
+           args: argparse.Namespace, denoisers: dict[str, Denoiser], bm4d_ran: bool) -> str:
+    """The whole markdown section: shared context, then one sub-section per volume, then caveats."""
+    models = ", ".join(f"`{d.name}`" for d in denoisers.values()) or "(skipped)"
+    device = ", ".join(sorted({str(d.device) for d in denoisers.values()})) or "–"
+    lines = [
+        "## Quality",
+        "",
+        f"- Models: {models}, each blind (estimates the noise itself); device {device}"
+        f"{', test-time flips' if args.flips else ''}",
+        f"- Machine: {machine_line(torch.__version__, f'{torch.get_num_threads()} torch threads')}",
+        f"- Date: {utc_now()}; noise seed {args.seed}",
+        f"- Command: `{command_line()}`",
+        "",
+        "Each cell: **PSNR dB / 3D SSIM / 3D SSIM over the foreground / seconds**. Noise SD is a fraction of "
+        "the normalised range (CT: 2000 HU; MR: the 99.5th percentile of the non-zero voxels). The foreground "
+        f"is the clean volume above {FOREGROUND_THRESHOLD:g} of that range, dilated by {FOREGROUND_DILATION} "
+        "voxels (the body, not the air around it).",
+    ]
+    for volume in volumes:
+        key = volume.spec.key
+        lines += ["", *volume_report(volume, results[key], failures[key], previews.get(key), args.bm4d_crop, bm4d_ran)]
+    if skipped:
+        lines += ["", "Volumes not run:", "", *[f"- {note}" for note in skipped]]
     lines += ["", "Caveats: the `best …` baselines pick their parameters with the clean image and their seconds "
-              "include the whole parameter search; NLM and BM4D are told the true noise SD; the model is told "
-              "nothing. Seconds are wall time on this machine (baselines use their own threading)."]
-    if args.bm4d_crop and BM4D in BASELINES and BM4D not in args.skip_resolved:
-        lines.append(f"\nBM4D ran on the centre {args.bm4d_crop}³ of the crop only, to save time; the model row "
-                     f"marked 'centre {args.bm4d_crop}³' scores the model's output on those same voxels.")
+              "include the whole parameter search; NLM, DIPY NLM and BM4D are told the true noise SD (for CT-like "
+              "noise the SD added, though BM4D and NLM assume white noise); the models are told nothing. The real "
+              "volumes keep their own noise in the reference, which caps PSNR and penalises removing it. Seconds "
+              "are wall time on this machine (baselines use their own threading)."]
     if not bm4d_available():
         lines.append("\nBM4D was not run: `pip install bm4d` to include it.")
-    if preview:
-        png, labels = preview
-        lines += ["", f"![middle axial slices, {setting_label(args.preview)}]({Path(png).name})", "",
-                  f"Panels, left to right: {labels}."]
+    if not dipy_available():
+        lines.append("\nDIPY NLM was not run: `pip install dipy` to include it.")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="PSNR / SSIM / seconds of the model (blind) and the classical baselines on a clean volume "
-        "with known added noise, one markdown table (methods × noise settings).",
-        epilog=f"Baselines: {', '.join(BASELINES)}. BM4D (pip bm4d) is included when importable; it takes "
-        "about 3 minutes per 128³ on 2 cores, hence --bm4d-crop.")
-    parser.add_argument("--clean", type=Path, help="clean volume (default: the MNI152 T1 template shipped with nilearn)")
-    parser.add_argument("--crop", type=int, default=128, help="centred cube edge to evaluate on (0: whole volume; default 128)")
-    parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="KIND:FRACTION",
-                        help=f"noise settings, SD as a fraction of the range (default: {' '.join(DEFAULT_SETTINGS)}); "
-                        f"kinds: {', '.join(NOISE_MODELS)}")
+        description="PSNR / SSIM / foreground SSIM / seconds of the shipped models (blind) and the classical "
+        "baselines on clean volumes with known added noise: one markdown table per volume (methods × noise "
+        "settings) and one PNG per volume.",
+        epilog=f"Baselines: {', '.join(BASELINES)}. BM4D (pip bm4d) and DIPY NLM (pip dipy) are included when "
+        f"importable. {RUNTIME_EPILOG}")
+    parser.add_argument("--data", type=Path, default=default_data_dir(),
+                        help="folder of the real volumes (default: ../shared/data beside the checkout, if it exists)")
+    parser.add_argument("--volumes", nargs="+", default=[spec.key for spec in DEFAULT_VOLUMES],
+                        choices=[spec.key for spec in DEFAULT_VOLUMES], metavar="NAME",
+                        help="which default volumes to run (default: all of "
+                        f"{', '.join(spec.key for spec in DEFAULT_VOLUMES)}); a missing file is skipped with a note")
+    parser.add_argument("--clean", type=Path, help="run this one clean volume instead of the default set")
+    parser.add_argument("--crop", type=int, default=None,
+                        help="centred cube edge for every volume (0: whole volumes; default: per volume, MNI 128³, "
+                        "brain2 all slices × 128², CT 96³; --clean 128³)")
+    parser.add_argument("--settings", nargs="+", default=None, metavar="KIND:FRACTION",
+                        help="noise settings for every volume, SD as a fraction of the range (default: MR "
+                        f"{' '.join(MR_SETTINGS)}; CT {' '.join(CT_SETTINGS)}); kinds: {', '.join(NOISE_MODELS)}")
     parser.add_argument("--skip", nargs="+", default=[], metavar="NAME",
                         help="methods to leave out, by name or part of it, case-insensitive (e.g. bm4d, "
-                        "'non-local means', model)")
+                        "'non-local means', dipy, model, autoencoder)")
     parser.add_argument("--bm4d-crop", type=int, default=0, metavar="N",
-                        help="run BM4D on the centre N³ of the crop only, and say so in the table (0: the whole crop)")
-    parser.add_argument("--model", help="registry name or .safetensors file (default: the default model)")
-    parser.add_argument("--device", default="auto", help="where the model runs (auto, cpu, cuda, mps; default auto)")
+                        help="run BM4D on the centre N³ of each crop only, and say so in the table "
+                        "(0: the whole crop)")
+    parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
+                        help="registry names or .safetensors files, each run blind (default: every model in the "
+                        "registry)")
+    parser.add_argument("--model", help="one model (registry name or .safetensors file); same as --models NAME")
+    parser.add_argument("--device", default="auto", help="where the models run (auto, cpu, cuda, mps; default auto)")
     parser.add_argument("--tile", type=int, default=None, help="largest tile edge (default: the library's)")
-    parser.add_argument("--flips", action="store_true", help="test-time flips for the model (8x slower)")
-    parser.add_argument("--modality", default="auto", choices=("auto", *MODALITIES), help="normalisation of the clean volume")
+    parser.add_argument("--flips", action="store_true", help="test-time flips for the models (8x slower)")
+    parser.add_argument("--modality", default="auto", choices=("auto", *MODALITIES),
+                        help="normalisation of every volume (default: per volume; --clean: from the file)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (the same noise for every method)")
     parser.add_argument("--preview", default="gaussian:0.05", metavar="KIND:FRACTION",
-                        help="setting whose middle slices go to quality_<KIND>_<FRACTION>.png beside --out "
+                        help="setting whose middle slices go to quality_<VOLUME>_<KIND>_<FRACTION>.png beside --out "
                         "(default gaussian:0.05; 'none' for no PNG)")
     parser.add_argument("--out", type=Path, help="markdown file whose quality section is (re)written")
     args = parser.parse_args(argv)
-    for token in args.settings:
+    for token in args.settings or []:
         try:
             parse_setting(token)
         except argparse.ArgumentTypeError as error:
             parser.error(str(error))
     try:
-        preview_setting = None if args.preview.lower() == "none" else parse_setting(args.preview)
+        args.preview_setting = None if args.preview.lower() == "none" else parse_setting(args.preview)
     except argparse.ArgumentTypeError as error:
         parser.error(f"--preview: {error}")
-    if preview_setting and preview_setting not in [parse_setting(t) for t in args.settings]:
-        print(f"note: --preview {args.preview} is not among --settings; no PNG is written", file=sys.stderr)
-    if args.crop < 0 or args.bm4d_crop < 0 or (args.crop and args.bm4d_crop > args.crop):
+    if args.crop is not None and (args.crop < 0 or args.bm4d_crop < 0 or (args.crop and args.bm4d_crop > args.crop)):
         parser.error(f"--crop must be >= 0 and --bm4d-crop in [0, --crop], got {args.crop} and {args.bm4d_crop}")
-
-    candidates = [*BASELINES, MODEL]
+    if args.bm4d_crop < 0:
+        parser.error(f"--bm4d-crop must be >= 0, got {args.bm4d_crop}")
+    if args.model and args.models:
+        parser.error("give either --model NAME or --models NAME ..., not both")
+    args.models = [args.model] if args.model else (args.models or [entry.name for entry in list_models()])
+    candidates = [*BASELINES, *(MODEL_PREFIX + name for name in args.models)]
     args.skip_resolved = set()
     for pattern in args.skip:
         matched = [name for name in candidates if pattern.lower() in name.lower()]
         if not matched:
             parser.error(f"--skip {pattern!r} matches no method; methods: {', '.join(candidates)}")
         args.skip_resolved.update(matched)
-    methods = [name for name in candidates if name not in args.skip_resolved]
+    args.methods = [name for name in candidates if name not in args.skip_resolved]
+    return args
 
-    path = args.clean or mni152_t1_path()
-    volume = read_volume(path)
-    clean = centre_crop(volume.array.astype(np.float32), args.crop)
-    modality = guess_modality(clean, volume.modality if args.modality == "auto" else args.modality)
-    data_range = IntensityNormalizer.fit(clean, modality).scale  # the range evaluate and the model use
-    denoiser = Denoiser(args.model, device=args.device, tile_size=args.tile, flips=args.flips) if MODEL in methods else None
-    if denoiser is not None:
-        # Pays one-off costs (oneDNN kernel choice, lazy imports) before the first timed call.
-        denoiser.denoise(Volume(centre_crop(clean, 32), volume.geometry), modality=modality)
-    source = "MNI152 T1 1 mm template (nilearn)" if args.clean is None else f"`{path.name}`"
-    source += f", centre {args.crop}³ crop" if args.crop else ""
 
-    results, preview = {}, None
-    for token in args.settings:
-        print(f"{token} …", file=sys.stderr, flush=True)
-        # Geometry plays no part in denoising, so the crop keeps the whole volume's.
-        results[token], panels = run_setting(token, clean, volume.geometry, data_range, modality, methods,
-                                             denoiser, args.bm4d_crop, args.seed)
-        if args.out and parse_setting(token) == preview_setting:
-            kind, fraction = preview_setting
-            png = args.out.parent / f"quality_{kind}_{fraction:g}.png"
-            png.parent.mkdir(parents=True, exist_ok=True)
-            # All panels in the clean slice's window, so brightness is comparable with the reference.
-            low, high = np.percentile(clean[clean.shape[0] // 2], [1, 99])
-            comparison_png(png, panels, window=(low, high) if high > low else None)
-            preview = (str(png), comparison_labels(panels))
-    section = report(results, args, source, clean.shape, data_range, modality,
-                     denoiser.name if denoiser else "(skipped)", str(denoiser.device) if denoiser else "–", preview)
+def load_denoisers(args: argparse.Namespace, warm_up: CleanVolume | None) -> dict[str, Denoiser]:
+    """The models to run, by method id, each warmed up once (oneDNN kernel choice, lazy imports) so the first
+    timed call does not pay for it."""
+    denoisers = {}
+    for method in args.methods:
+        if not method.startswith(MODEL_PREFIX):
+            continue
+        denoiser = Denoiser(method[len(MODEL_PREFIX):], device=args.device, tile_size=args.tile, flips=args.flips)
+        if warm_up is not None:
+            denoiser.denoise(Volume(centre_crop(warm_up.array, 32), warm_up.geometry), modality=warm_up.modality)
+        denoisers[method] = denoiser
+    return denoisers
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    chosen, skipped = resolve_volumes(args)
+    for note in skipped:
+        print(f"note: {note}", file=sys.stderr)
+    if not chosen:
+        raise SystemExit("no clean volume to run: " + "; ".join(skipped))
+    volumes = []
+    for spec, path in chosen:
+        modality = args.modality if args.modality != "auto" else spec.modality or "auto"
+        volume = load_clean(spec, path, args.crop, modality)
+        volume.settings = list(args.settings or DEFAULT_SETTINGS[volume.modality])
+        volumes.append(volume)
+    if args.preview_setting and not any(args.preview_setting in map(parse_setting, v.settings) for v in volumes):
+        print(f"note: --preview {args.preview} is not among any volume's settings; no PNG is written", file=sys.stderr)
+    denoisers = load_denoisers(args, volumes[0])
+    bm4d_ran = BM4D in args.methods
+
+    results, failures, previews = {}, {}, {}
+    for volume in volumes:
+        key = volume.spec.key
+        results[key], failures[key] = {}, []
+        for token in volume.settings:
+            print(f"{key} {token} …", file=sys.stderr, flush=True)
+            results[key][token], columns, failed = run_setting(token, volume, args.methods, denoisers,
+                                                               args.bm4d_crop, args.seed)
+            failures[key] += failed
+            if args.out and parse_setting(token) == args.preview_setting:
+                kind, fraction = args.preview_setting
+                png = args.out.parent / f"quality_{volume.spec.stem}_{kind}_{fraction:g}.png"
+                previews[key] = (str(png), write_preview(png, volume, columns, columns[0][1]))
+    section = report(volumes, results, failures, previews, skipped, args, denoisers, bm4d_ran)
     print(section)
     if args.out:
         write_section(args.out, "quality", section)
-        print(f"wrote the quality section of {args.out}" + (f" and {preview[0]}" if preview else ""), file=sys.stderr)
+        written = ", ".join(png for png, _ in previews.values())
+        print(f"wrote the quality section of {args.out}" + (f" and {written}" if written else ""), file=sys.stderr)
     return 0
 
 

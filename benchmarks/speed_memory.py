@@ -180,7 +180,7 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
     first = ok[0] if ok else {}
     model = first.get("model", args.model or "default")
     lines = [
-        "## Speed and memory",
+        f"## Speed and memory: `{model}`",
         "",
         f"- Machine: {machine_line(first.get('torch'))}",
         f"- Model: `{model}` on {first.get('device', args.device)}, {first.get('threads', args.threads)} torch "
@@ -222,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=cores, help=f"torch CPU threads (default: all cores, {cores})")
     parser.add_argument("--device", default="cpu", help="where the network runs (default: cpu; the targets are for the CPU)")
     parser.add_argument("--tile", type=int, default=None, help="largest tile edge (default: the library's)")
-    parser.add_argument("--out", type=Path, help="markdown file whose speed_memory section is (re)written")
+    parser.add_argument("--out", type=Path, help="markdown file whose section is (re)written")
+    parser.add_argument("--section", default="speed_memory",
+                        help="name of that section (default speed_memory; one per model, e.g. speed_memory_gan)")
     parser.add_argument("--one", metavar="SIZE", help=argparse.SUPPRESS)  # internal: the child's job
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
@@ -241,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     section = report(results, args)
     print(section)
     if args.out:
-        write_section(args.out, "speed_memory", section)
-        print(f"wrote the speed_memory section of {args.out}", file=sys.stderr)
+        write_section(args.out, args.section, section)
+        print(f"wrote the {args.section} section of {args.out}", file=sys.stderr)
     return 0 if all("error" not in r for r in results) else 1
 
 

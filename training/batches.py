@@ -21,6 +21,7 @@ from .conditioning import estimate_levels
 from .config import TrainConfig
 from .patches import PatchSampler, extract
 from .subsampling import neighbour_pairs, subsample_numpy
+from .synthetic_phantoms import random_phantom
 from .volumes import TrainingVolume
 
 __all__ = ["Batch", "BatchMaker", "BatchStream", "SOURCES"]
@@ -72,6 +73,8 @@ class BatchMaker:
         self.source = source
         self.volumes = volumes
         self.batch_size = config.data.batch_size
+        self.patch_size = tuple(config.data.patch_size)
+        self.phantom_fraction = config.data.phantom_fraction if source == "synthetic" else 0.0
         self.sampler = PatchSampler(volumes, config.data.patch_size, multiples, config.data.foreground_probability)
         self.augment = Augmenter(config.augment, artefacts=source != "self-supervised")
         self.min_sigma = config.noise.sigma_range[0]
@@ -80,6 +83,8 @@ class BatchMaker:
         self.noise = {m: RandomNoise(kinds=tuple(k), sigma_range=sigma_range) for m, k in config.noise.kinds.items()}
 
     def __call__(self, rng: np.random.Generator) -> Batch:
+        if self.phantom_fraction and rng.random() < self.phantom_fraction:
+            return self._phantom_batch(rng)
         shape, refs = self.sampler.sample(rng, self.batch_size)
         noisy, clean, sigma = [], [], []
         for ref in refs:
@@ -109,6 +114,17 @@ class BatchMaker:
             g1 = subsample_numpy(noisy_batch, first)
             batch.extras = {"g1": g1, "g2": subsample_numpy(noisy_batch, second), "g1_levels": estimate_levels(g1),
                             "first": first, "second": second}
+        batch.rng_state = rng.bit_generator.state
+        return batch
+
+    def _phantom_batch(self, rng: np.random.Generator) -> Batch:
+        """Noise-free procedural phantoms with MR-style noise (the phantoms' intensities are MR-like)."""
+        clean = np.stack([random_phantom(self.patch_size, rng) for _ in range(self.batch_size)])
+        noisy, sigma = zip(*(self.noise["mr"](patch, rng) for patch in clean))
+        noisy_batch = np.stack(noisy).astype(np.float32)
+        level = np.maximum(np.array(sigma, dtype=np.float32), np.float32(self.min_sigma))
+        batch = Batch(noisy_batch, clean.astype(np.float32), estimate_levels(noisy_batch),
+                      np.sqrt(level**2 + np.float32(self.weight_floor) ** 2))
         batch.rng_state = rng.bit_generator.state
         return batch
 

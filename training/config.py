@@ -41,6 +41,10 @@ class DataConfig:
         exclude: file names (relative to the data folder) or globs to leave out.
         foreground_threshold: a voxel is foreground when its normalised intensity is above this.
         foreground_probability: chance that a patch is centred on foreground (else anywhere).
+        phantom_fraction: share of synthetic-noise batches made of noise-free procedural phantoms
+            (``training/synthetic_phantoms.py``) instead of patches of the volumes. Real volumes carry their own
+            noise and teach the network to keep some; exactly clean phantoms teach flat regions to come out
+            flat and small spots to survive.
     """
 
     patch_size: tuple[int, ...] = (48, 48, 48)
@@ -50,6 +54,7 @@ class DataConfig:
     exclude: tuple[str, ...] = ()
     foreground_threshold: float = 0.05
     foreground_probability: float = 0.9
+    phantom_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         set_field(self, "patch_size", check_ints("data.patch_size", self.patch_size, 3, 2))
@@ -63,6 +68,7 @@ class DataConfig:
         set_field(self, "foreground_threshold", check_number("data.foreground_threshold", self.foreground_threshold))
         probability = check_number("data.foreground_probability", self.foreground_probability, 0, 1)
         set_field(self, "foreground_probability", probability)
+        set_field(self, "phantom_fraction", check_number("data.phantom_fraction", self.phantom_fraction, 0, 1))
 
 
 @dataclass(frozen=True)

@@ -92,8 +92,11 @@ def model_card(state: dict[str, Any], name: str | None = None, description: str 
         "init": {k: v for k, v in init.items() if k in ("init_name", "init_sha256", "init_architecture")},
         "config": state["config"],
     }
+    data = list(train_names)
+    if synthetic and config.data.phantom_fraction:
+        data.append(f"procedural noise-free phantoms ({config.data.phantom_fraction:.0%} of batches)")
     return ModelCard(name=name or config.name, description=summary, network=network, noise_kinds=kinds,
-                     noise_range=noise_range, modalities=modalities, training_data=list(train_names),
+                     noise_range=noise_range, modalities=modalities, training_data=data,
                      training=training, metrics=metrics)
 
 

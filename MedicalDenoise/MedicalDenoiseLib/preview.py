@@ -3,21 +3,22 @@
 The PNG is written through SimpleITK, already a dependency, so previews cost no new package. One pixel per
 voxel (the physical aspect ratio is ignored); panels are the axial middle slices, left to right in the given
 order, separated by a 4-pixel black gap. There are no text labels in the image: :func:`comparison_labels`
-gives the column names for the caller to print.
+gives the column names for the caller to print. :func:`comparison_grid_png` lays panels out in rows (e.g.
+each method's output above its residual), with every residual panel in one shared symmetric window.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from .errors import OutputError
 
-__all__ = ["middle_slice", "comparison_png", "comparison_labels"]
+__all__ = ["middle_slice", "comparison_png", "comparison_grid_png", "comparison_labels"]
 
 GAP_PX = 4
 # Residuals are shown at ±3 robust SD so noise fills the grey range and any structure stands out.
@@ -25,6 +26,7 @@ RESIDUAL_HALF_WIDTH_SD = 3.0
 _MAD_TO_SD = 1.4826  # MAD of a Gaussian times this is its SD
 
 Panel = Tuple[str, np.ndarray]
+GridCell = Optional[Panel]  # None leaves a black cell
 
 
 def middle_slice(array: np.ndarray) -> np.ndarray:
@@ -136,6 +138,77 @@ def comparison_png(path: str | os.PathLike, panels: Sequence[Panel],
         canvas[: tile.shape[0], column: column + tile.shape[1]] = tile
         column += tile.shape[1] + GAP_PX
 
+    _write_atomically(canvas, path)
+    return path
+
+
+def comparison_grid_png(path: str | os.PathLike, rows: Sequence[Sequence[GridCell]],
+                        window: tuple[float, float] | None = None,
+                        residual_half_width: float | None = None) -> Path:
+    """Write middle slices as a grid: one PNG row per sequence in ``rows``, columns aligned.
+
+    Meant for "each method above its residual": row 1 the images, row 2 ``noisy − output`` under each. All
+    image panels share one window, as in :func:`comparison_png`. Unlike there, every residual panel (label
+    starting with "residual") shares *one* symmetric window ``±residual_half_width`` around 0 (mid-grey), so a
+    method that removed more, or removed anatomy, shows a stronger residual than one that removed less. Cells
+    are top-left aligned in a column as wide as its widest panel and a row as tall as its tallest, with
+    4-pixel black gaps; ``None`` cells stay black.
+
+    Args:
+        path: output file, ending in ``.png``; its folder must exist.
+        rows: sequences of ``(label, array)`` or None; arrays of shape (z, y, x) or (y, x).
+        window: ``(low, high)`` for the image panels; default: the 1st-99th percentile of the first image
+            panel's middle slice.
+        residual_half_width: the residual window's half width in intensity units; default: 3 robust SD of the
+            first residual panel (pass e.g. 3 × the noise SD to compare residuals with the noise added).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: no panels, an array that is not 2D/3D, a bad window or half width, or a path not ending
+            in ``.png``.
+        OutputError: the file cannot be written.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png, got {str(path)!r}")
+    cells = [[None if cell is None else (cell[0], middle_slice(cell[1])) for cell in row] for row in rows]
+    present = [cell for row in cells for cell in row if cell is not None]
+    if not present:
+        raise ValueError("rows must hold at least one (label, array) pair, got none")
+    labels = [label for label, _ in present]
+    slices = [image for _, image in present]
+    low, high = (float(v) for v in (window if window is not None else _image_window(slices, labels)))
+    if not high > low:
+        raise ValueError(f"window must be (low, high) with high > low, got {(low, high)}")
+    if residual_half_width is None:
+        first = next((image for label, image in present if _is_residual(label)), None)
+        residual_half_width = 1.0 if first is None else RESIDUAL_HALF_WIDTH_SD * _robust_sd(first.astype(np.float64))
+    if not (residual_half_width > 0 and np.isfinite(residual_half_width)):
+        raise ValueError(f"residual_half_width must be a finite number > 0, got {residual_half_width}")
+
+    def tile(cell: tuple[str, np.ndarray]) -> np.ndarray:
+        label, image = cell
+        if _is_residual(label):
+            return _to_uint8(image, -residual_half_width, residual_half_width)
+        return _to_uint8(image, low, high)
+
+    tiles = [[None if cell is None else tile(cell) for cell in row] for row in cells]
+    n_columns = max(len(row) for row in tiles)
+    widths = [max((row[c].shape[1] for row in tiles if c < len(row) and row[c] is not None), default=0)
+              for c in range(n_columns)]
+    heights = [max((t.shape[0] for t in row if t is not None), default=0) for row in tiles]
+    canvas = np.zeros((sum(heights) + GAP_PX * (len(heights) - 1), sum(widths) + GAP_PX * (n_columns - 1)),
+                      dtype=np.uint8)
+    top = 0
+    for row, height in zip(tiles, heights):
+        left = 0
+        for column, t in enumerate(row):
+            if t is not None:
+                canvas[top: top + t.shape[0], left: left + t.shape[1]] = t
+            left += widths[column] + GAP_PX
+        top += height + GAP_PX
     _write_atomically(canvas, path)
     return path
 

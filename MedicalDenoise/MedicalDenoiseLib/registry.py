@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelFileError
@@ -14,11 +14,15 @@ __all__ = ["RegistryEntry", "resources_dir", "registry_path", "list_models", "de
 
 @dataclass(frozen=True)
 class RegistryEntry:
+    """One shipped model. ``measured`` holds the benchmark's headline numbers for it (docs/benchmarks.md);
+    they live here, not in the model file, so measuring again does not change the file's sha256."""
+
     name: str
     file: Path
     sha256: str
     summary: str
     architecture: str
+    measured: dict = field(default_factory=dict)
 
 
 def resources_dir() -> Path:
@@ -44,7 +48,8 @@ def list_models() -> list[RegistryEntry]:
     data = _read_registry()
     base = registry_path().parent
     return [
-        RegistryEntry(m["name"], base / m["file"], m["sha256"], m.get("summary", ""), m.get("architecture", ""))
+        RegistryEntry(m["name"], base / m["file"], m["sha256"], m.get("summary", ""), m.get("architecture", ""),
+                      m.get("measured", {}))
         for m in data.get("models", [])
     ]
 

@@ -62,7 +62,7 @@ def evaluate(clean_volume, noise: str, sigma: float, denoiser: Denoiser, baselin
     true_sd = float(np.std(noisy - clean)) if noise == "speckle" else level
     for name in baselines:
         started = time.perf_counter()
-        out, params = BASELINES[name](noisy, clean, true_sd, data_range)
+        out, params = BASELINES[name](noisy, clean, true_sd, data_range, noise_kind=noise)
         seconds = time.perf_counter() - started
         rows.append((f"{name} ({params})" if params else name, psnr(clean, out, data_range),
                      ssim3d(clean, out, data_range), seconds))

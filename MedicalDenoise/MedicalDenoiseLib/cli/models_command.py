@@ -37,5 +37,7 @@ def run(args) -> int:
         if args.verbose:
             for key, value in card.training.items():
                 print(f"  training {key}: {value}")
+        for key, value in entry.measured.items():
+            print(f"  measured, {key}: {value}")
         print(f"  {card.intended_use}")
     return status
