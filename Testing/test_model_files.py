@@ -82,6 +82,17 @@ def test_shipped_models_match_the_registry():
         assert open_model(entry.name).card.name == entry.name
 
 
+def test_shipped_models_carry_complete_cards():
+    """Every shipped model says what it was trained on, for which noise, for what use, and what it measured."""
+    for entry in list_models():
+        card = open_model(entry.name).card
+        assert card.training_data and card.modalities, entry.name
+        assert 0 < card.noise_range[0] < card.noise_range[1] < 1, entry.name
+        assert "not for diagnosis" in card.intended_use.lower(), entry.name
+        assert entry.measured.get("source") == "docs/benchmarks.md", entry.name
+        assert any(key.startswith("MNI152") for key in entry.measured), entry.name
+
+
 def test_registry_refuses_unknown_names_and_resolves_paths(tiny_model_file):
     with pytest.raises(ModelFileError, match="unknown model 'nope'; available: "):
         resolve_model("nope")

@@ -95,7 +95,12 @@ def model_card(state: dict[str, Any], name: str | None = None, description: str 
     data = list(train_names)
     if synthetic and config.data.phantom_fraction:
         data.append(f"procedural noise-free phantoms ({config.data.phantom_fraction:.0%} of batches)")
+    low, high = noise_range
+    use = (f"Research use only; not for diagnosis. Trained on {', '.join(kinds)} noise of SD {low:.1%}-{high:.1%} "
+           "of the normalised range; on other noise (e.g. correlated CT noise or speckle when not listed) or "
+           "levels it can under- or over-smooth, so compare with the original and look at the residual.")
     return ModelCard(name=name or config.name, description=summary, network=network, noise_kinds=kinds,
+                     intended_use=use,
                      noise_range=noise_range, modalities=modalities, training_data=data,
                      training=training, metrics=metrics)
 
