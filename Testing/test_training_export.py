@@ -45,12 +45,12 @@ def test_export_gan_and_register_then_denoise_by_name(capsys, tmp_path, monkeypa
     resources = tmp_path / "Resources"
     resources.mkdir()
     shutil.copy(registry_path(), resources / "Models.json")
-    shipped_default = json.loads(registry_path().read_text())["default"]
+    shipped_default = json.loads(registry_path().read_text(encoding="utf-8"))["default"]
     monkeypatch.setenv("MEDICAL_DENOISE_RESOURCES", str(resources))
     data = _train(capsys, tmp_path, "--mode", "gan", "--name", "tiny-gan")
     model = tmp_path / "gan.safetensors"
     assert export_main([str(tmp_path / "run"), "--out", str(model), "--checkpoint", "last", "--register"]) == 0
-    registry = json.loads((resources / "Models.json").read_text())
+    registry = json.loads((resources / "Models.json").read_text(encoding="utf-8"))
     entry = next(m for m in registry["models"] if m["name"] == "tiny-gan")
     assert entry["architecture"] == "gan_generator" and (resources / entry["file"]).exists()
     assert registry["default"] == shipped_default  # registering without --default leaves it alone

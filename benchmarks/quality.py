@@ -46,6 +46,7 @@ MR_SETTINGS = ("gaussian:0.01", "gaussian:0.03", "gaussian:0.05", "gaussian:0.10
 CT_SETTINGS = ("gaussian:0.01", "gaussian:0.03", "gaussian:0.05", "gaussian:0.10", "ct:0.02", "ct:0.05")
 DEFAULT_SETTINGS = {"mr": MR_SETTINGS, "ct": CT_SETTINGS, "us": MR_SETTINGS}
 BM4D = "BM4D (true σ)"
+OPTIONAL_BASELINES = ("bm4d", "dipy")  # listed in BASELINES only when their packages import
 MODEL_PREFIX = "model "  # method ids of the models: "model autoencoder-v1"; `--skip model` leaves all out
 FOREGROUND_THRESHOLD = 0.1  # of the normalised range (CT: −800 HU; MR: a tenth of the bright tissue)
 FOREGROUND_DILATION = 2  # voxels, so the body's outline counts as foreground
@@ -443,6 +444,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     args.skip_resolved = set()
     for pattern in args.skip:
         matched = [name for name in candidates if pattern.lower() in name.lower()]
+        if not matched and pattern.lower() in OPTIONAL_BASELINES:
+            continue  # skipping a baseline that is not installed is what the user wants anyway
         if not matched:
             parser.error(f"--skip {pattern!r} matches no method; methods: {', '.join(candidates)}")
         args.skip_resolved.update(matched)
