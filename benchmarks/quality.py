@@ -27,7 +27,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from _common import command_line, default_data_dir, ensure_library_importable, machine_line, utc_now, write_section
+from _common import centre_crop, command_line, default_data_dir, ensure_library_importable, machine_line, utc_now, write_section
 
 ensure_library_importable()
 from MedicalDenoiseLib.baselines import BASELINES, bm4d_available, dipy_available  # noqa: E402
@@ -129,25 +129,6 @@ def setting_label(token: str) -> str:
     kind, fraction = parse_setting(token)
     name = "CT-like correlated" if kind == "ct" else kind.capitalize()
     return f"{name} {fraction * 100:g} %"
-
-
-def centre_crop(array: np.ndarray, size: int | Sequence[int | None]) -> np.ndarray:
-    """The centred block of ``size`` voxels (clipped to the array).
-
-    ``size`` is one edge for every axis (``<= 0``: the whole array) or one value per axis (None or ``<= 0``
-    keeps that axis whole).
-    """
-    sizes = [size] * array.ndim if isinstance(size, (int, np.integer)) else list(size)
-    if len(sizes) != array.ndim:
-        raise ValueError(f"crop needs {array.ndim} sizes, got {tuple(sizes)}")
-
-    def centred(extent: int, edge: int | None) -> slice:
-        if not edge or edge <= 0:
-            return slice(None)
-        start = max(0, (extent - edge) // 2)
-        return slice(start, start + min(extent, edge))
-
-    return np.ascontiguousarray(array[tuple(centred(n, edge) for n, edge in zip(array.shape, sizes))])
 
 
 def shape_text(shape: Sequence[int]) -> str:

@@ -35,7 +35,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from _common import (HELD_OUT_FILES, command_line, default_data_dir, ensure_library_importable, machine_line,
+from _common import (HELD_OUT_FILES, centre_crop, command_line, default_data_dir, ensure_library_importable, machine_line,
                      utc_now, write_section)
 
 ensure_library_importable()
@@ -85,12 +85,6 @@ def modality_of(path: Path, array: np.ndarray, tagged: str | None) -> str:
     """From the project's file naming (``ct_``, ``mr_``, ``us_``), else from the file's tag or intensities."""
     prefix = path.name.split("_", 1)[0].lower()
     return prefix if prefix in MODALITIES else guess_modality(array, tagged)
-
-
-def centre_crop(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The centred block of at most ``shape`` voxels."""
-    starts = [max(0, (n - m) // 2) for n, m in zip(array.shape, shape)]
-    return np.ascontiguousarray(array[tuple(slice(s, s + m) for s, m in zip(starts, shape))])
 
 
 def load(path: Path, max_shape: tuple[int, int, int]) -> RealVolume:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from _common import command_line, ensure_library_importable, machine_line, utc_now, write_section
+from _common import centre_crop, command_line, ensure_library_importable, machine_line, utc_now, write_section
 
 ensure_library_importable()
 from MedicalDenoiseLib.baselines import BASELINES  # noqa: E402
@@ -57,11 +57,6 @@ class LesionScore:
     kept: float  # share of the inserted contrast left in (with − without)
     cnr_gain: float  # output CNR / input CNR
     seconds: float  # one denoising run
-
-
-def centre_crop(array: np.ndarray, edge: int) -> np.ndarray:
-    slices = tuple(slice(max(0, (n - edge) // 2), max(0, (n - edge) // 2) + min(n, edge)) for n in array.shape)
-    return np.ascontiguousarray(array[slices])
 
 
 def ball_offsets(radius: float) -> np.ndarray:
