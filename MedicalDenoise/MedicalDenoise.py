@@ -1,6 +1,6 @@
 """Medical Denoise: the Slicer module (widgets, parameter node, dependency install, self-test).
 
-Thin by design: every action is delegated to ``MedicalDenoiseLib.slicer_logic.MedicalDenoiseLogic``, which
+Thin by design: every action is delegated to ``MedicalDenoiseLib.slicer.logic.MedicalDenoiseLogic``, which
 works on MRML alone and is tested outside Slicer. The library (and torch) is imported only when needed, so
 the module loads even before its Python dependencies are installed.
 """
@@ -239,7 +239,7 @@ class MedicalDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _createLogic(self):
         if self.logic is None:
             try:
-                from MedicalDenoiseLib.slicer_logic import MedicalDenoiseLogic
+                from MedicalDenoiseLib.slicer.logic import MedicalDenoiseLogic
             except Exception as error:  # ImportError until installed; a broken torch install raises others
                 logging.warning(f"Medical Denoise: library not importable yet ({error}); installs on first Denoise")
                 return None
@@ -471,7 +471,7 @@ class MedicalDenoiseTest(ScriptedLoadableModuleTest):
         self.assertIsNone(parameters.outputVolume)
 
     def test_DenoiseAndCompare(self):
-        from MedicalDenoiseLib.slicer_logic import MedicalDenoiseLogic
+        from MedicalDenoiseLib.slicer.logic import MedicalDenoiseLogic
         logic = MedicalDenoiseLogic()
         self.assertTrue(logic.availableModels())
         inputVolume = self._makeVolume()
@@ -494,7 +494,7 @@ class MedicalDenoiseTest(ScriptedLoadableModuleTest):
 
     def test_ExistingOutputAndResidual(self):
         import numpy as np
-        from MedicalDenoiseLib.slicer_logic import MedicalDenoiseLogic
+        from MedicalDenoiseLib.slicer.logic import MedicalDenoiseLogic
         inputVolume = self._makeVolume()
         outputVolume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "chosen output")
         residualVolume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "residual")
@@ -507,7 +507,7 @@ class MedicalDenoiseTest(ScriptedLoadableModuleTest):
         self.assertLess(np.abs(inputArray - outputArray - slicer.util.arrayFromVolume(residualVolume)).max(), 1.0)
 
     def test_RefusesInputAsOutput(self):
-        from MedicalDenoiseLib.slicer_logic import MedicalDenoiseLogic
+        from MedicalDenoiseLib.slicer.logic import MedicalDenoiseLogic
         inputVolume = self._makeVolume()
         nodeCount = slicer.mrmlScene.GetNumberOfNodes()
         with self.assertRaises(ValueError):

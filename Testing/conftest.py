@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from MedicalDenoiseLib.model_files import ModelCard, save_model
-from MedicalDenoiseLib.networks import NetworkConfig, build_network
-from MedicalDenoiseLib.volume import Geometry, Volume
+from MedicalDenoiseLib.models.model_files import ModelCard, save_model
+from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
+from MedicalDenoiseLib.io.volume import Geometry, Volume
 
 torch.set_num_threads(2)
 

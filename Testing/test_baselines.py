@@ -1,4 +1,4 @@
-"""Tests of MedicalDenoiseLib.baselines on a 24³ seeded phantom with Gaussian noise at 10 % of the range."""
+"""Tests of MedicalDenoiseLib.evaluation.baselines on a 24³ seeded phantom with Gaussian noise at 10 % of the range."""
 from __future__ import annotations
 
 import sys
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from MedicalDenoiseLib import baselines
-from MedicalDenoiseLib.baselines import (
+from MedicalDenoiseLib.evaluation import baselines
+from MedicalDenoiseLib.evaluation.baselines import (
     BASELINES,
     DIFFUSION_SETTINGS,
     GAUSSIAN_SIGMAS_PX,

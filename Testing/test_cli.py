@@ -12,8 +12,8 @@ import SimpleITK as sitk
 
 from conftest import oblique_geometry, phantom
 from MedicalDenoiseLib.cli.main import main
-from MedicalDenoiseLib.image_io import read_volume, write_volume
-from MedicalDenoiseLib.volume import Geometry, Volume
+from MedicalDenoiseLib.io.image_io import read_volume, write_volume
+from MedicalDenoiseLib.io.volume import Geometry, Volume
 
 
 def _write(path, array, geometry=None, modality=None):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from conftest import oblique_geometry, phantom
-from MedicalDenoiseLib.denoiser import Denoiser, parse_strength
+from MedicalDenoiseLib.inference.denoiser import Denoiser, parse_strength
 from MedicalDenoiseLib.errors import Cancelled, DeviceError, InputError
-from MedicalDenoiseLib.model_files import load_model
-from MedicalDenoiseLib.volume import Volume
+from MedicalDenoiseLib.models.model_files import load_model
+from MedicalDenoiseLib.io.volume import Volume
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_shipped_model_clearly_beats_the_noisy_input():
 def test_gpu_out_of_memory_shrinks_tiles_then_finishes_on_the_cpu(tiny_model_file, monkeypatch):
     import torch
 
-    from MedicalDenoiseLib import denoiser as denoiser_module
+    from MedicalDenoiseLib.inference import denoiser as denoiser_module
 
     tiles_tried = []
 

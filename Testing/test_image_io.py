@@ -1,4 +1,4 @@
-"""Tests of MedicalDenoiseLib.image_io: round trips keep voxels and geometry, bad files give one-line errors."""
+"""Tests of MedicalDenoiseLib.io.image_io: round trips keep voxels and geometry, bad files give one-line errors."""
 from __future__ import annotations
 
 import hashlib
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedicalDenoiseLib import image_io
+from MedicalDenoiseLib.io import image_io
 from MedicalDenoiseLib.errors import InputError, OutputError
-from MedicalDenoiseLib.image_io import SUPPORTED_DESCRIPTION, read_volume, write_volume
-from MedicalDenoiseLib.volume import Geometry, Volume
+from MedicalDenoiseLib.io.image_io import SUPPORTED_DESCRIPTION, read_volume, write_volume
+from MedicalDenoiseLib.io.volume import Geometry, Volume
 
 
 def _rotation() -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests of MedicalDenoiseLib.metrics on tiny seeded phantoms."""
+"""Tests of MedicalDenoiseLib.evaluation.metrics on tiny seeded phantoms."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from MedicalDenoiseLib.metrics import (
+from MedicalDenoiseLib.evaluation.metrics import (
     edge_preservation,
     edge_sharpness,
     flat_region_mask,

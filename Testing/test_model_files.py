@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import save_file
 
 from MedicalDenoiseLib.errors import ModelFileError
-from MedicalDenoiseLib.model_files import FORMAT, ModelCard, file_sha256, load_model, save_model
-from MedicalDenoiseLib.networks import NetworkConfig, build_network
-from MedicalDenoiseLib.registry import list_models, open_model, resolve_model
+from MedicalDenoiseLib.models.model_files import FORMAT, ModelCard, file_sha256, load_model, save_model
+from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
+from MedicalDenoiseLib.models.registry import list_models, open_model, resolve_model
 
 
 def test_round_trip_keeps_weights_and_card(tmp_path):
@@ -100,7 +100,7 @@ def test_registry_refuses_unknown_names_and_resolves_paths(tiny_model_file):
 
 
 def test_tampered_shipped_model_is_refused(tmp_path, monkeypatch):
-    from MedicalDenoiseLib import registry
+    from MedicalDenoiseLib.models import registry
 
     resources = tmp_path / "Resources"
     shutil.copytree(registry.resources_dir(), resources)

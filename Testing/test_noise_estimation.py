@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import phantom
-from MedicalDenoiseLib.noise_estimation import estimate_noise_sigma
+from MedicalDenoiseLib.inference.noise_estimation import estimate_noise_sigma
 
 
 @pytest.mark.parametrize("sigma", [0.01, 0.03, 0.1])

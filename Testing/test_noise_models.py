@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedicalDenoiseLib.noise_models import (
+from MedicalDenoiseLib.noise.image_domain import (
     CTQuantumNoise, GaussianNoise, RandomNoise, RicianNoise, SpeckleNoise, make_noise,
 )
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import phantom
-from MedicalDenoiseLib.normalization import IntensityNormalizer, guess_modality
+from MedicalDenoiseLib.inference.normalization import IntensityNormalizer, guess_modality
 
 
 def test_ct_uses_fixed_hounsfield_mapping():

@@ -1,4 +1,4 @@
-"""Tests of MedicalDenoiseLib.preview: PNG comparisons written through SimpleITK."""
+"""Tests of MedicalDenoiseLib.evaluation.preview: PNG comparisons written through SimpleITK."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from MedicalDenoiseLib.errors import OutputError
-from MedicalDenoiseLib.preview import GAP_PX, comparison_grid_png, comparison_labels, comparison_png, middle_slice
+from MedicalDenoiseLib.evaluation.preview import GAP_PX, comparison_grid_png, comparison_labels, comparison_png, middle_slice
 
 
 def read_png(path) -> np.ndarray:

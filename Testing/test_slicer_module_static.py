@@ -24,7 +24,7 @@ MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
 EXTENSION_JSON = ROOT / "MedicalDenoise.json"
 
 QT_MODULES = {"qt", "ctk", "slicer", "PythonQt", "__main__"}
-SLICER_BRIDGE = LIBRARY_DIR / "slicer_logic.py"  # the one library module allowed to import slicer
+SLICER_BRIDGE = LIBRARY_DIR / "slicer" / "logic.py"  # the one library module allowed to import slicer
 PROTECTED = {"numpy", "simpleitk", "vtk"}
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from MedicalDenoiseLib.errors import Cancelled
-from MedicalDenoiseLib.tiling import sliding_window_inference, tile_starts
+from MedicalDenoiseLib.inference.tiling import sliding_window_inference, tile_starts
 
 
 def test_identity_model_is_reproduced_exactly_for_odd_sizes():

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedicalDenoiseLib.image_io import write_volume
-from MedicalDenoiseLib.volume import Volume
+from MedicalDenoiseLib.io.image_io import write_volume
+from MedicalDenoiseLib.io.volume import Volume
 from conftest import oblique_geometry, phantom
 from training.batches import BatchMaker
 from training.config import TrainConfig, config_from_dict, config_to_dict, load_config

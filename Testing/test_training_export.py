@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 
 from MedicalDenoiseLib.cli.main import main as cli_main
-from MedicalDenoiseLib.image_io import read_volume
-from MedicalDenoiseLib.model_files import load_model
-from MedicalDenoiseLib.registry import registry_path
+from MedicalDenoiseLib.io.image_io import read_volume
+from MedicalDenoiseLib.models.model_files import load_model
+from MedicalDenoiseLib.models.registry import registry_path
 from training.export import main as export_main
 from training_support import make_volumes, run_train, write_config
 

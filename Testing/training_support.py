@@ -10,8 +10,8 @@ import numpy as np
 import yaml
 
 from conftest import oblique_geometry, phantom
-from MedicalDenoiseLib.image_io import write_volume
-from MedicalDenoiseLib.volume import Volume
+from MedicalDenoiseLib.io.image_io import write_volume
+from MedicalDenoiseLib.io.volume import Volume
 
 SHAPE = (20, 24, 24)
 

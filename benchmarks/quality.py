@@ -2,7 +2,7 @@
 
 Several clean volumes (default: the MNI152 T1 template that ships with nilearn, and two held-out real
 volumes from ``--data``: an MR brain and a CT abdomen) get known noise per setting; the classical baselines
-of ``MedicalDenoiseLib.baselines.BASELINES`` and every shipped model denoise it, and everything is scored
+of ``MedicalDenoiseLib.evaluation.baselines.BASELINES`` and every shipped model denoise it, and everything is scored
 against the clean volume. The baselines are at their best: the ``best …`` ones are tuned on the clean image
 (oracle), NLM, DIPY NLM and BM4D are told the true noise SD. The models are blind: they estimate the noise.
 One markdown table per volume (methods × settings) and one PNG per volume (outputs above their residuals).
@@ -30,17 +30,17 @@ import torch
 from _common import centre_crop, command_line, default_data_dir, ensure_library_importable, machine_line, utc_now, write_section
 
 ensure_library_importable()
-from MedicalDenoiseLib.baselines import BASELINES, bm4d_available, dipy_available  # noqa: E402
-from MedicalDenoiseLib.denoiser import Denoiser  # noqa: E402
+from MedicalDenoiseLib.evaluation.baselines import BASELINES, bm4d_available, dipy_available  # noqa: E402
+from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
 from MedicalDenoiseLib.errors import MedicalDenoiseError  # noqa: E402
-from MedicalDenoiseLib.image_io import read_volume  # noqa: E402
-from MedicalDenoiseLib.metrics import foreground_mask, psnr, ssim3d  # noqa: E402
-from MedicalDenoiseLib.noise_models import NOISE_MODELS, make_noise  # noqa: E402
-from MedicalDenoiseLib.normalization import MODALITIES, IntensityNormalizer, guess_modality  # noqa: E402
-from MedicalDenoiseLib.preview import comparison_grid_png  # noqa: E402
-from MedicalDenoiseLib.registry import list_models  # noqa: E402
-from MedicalDenoiseLib.sample_data import mni152_t1_path  # noqa: E402
-from MedicalDenoiseLib.volume import Geometry, Volume  # noqa: E402
+from MedicalDenoiseLib.io.image_io import read_volume  # noqa: E402
+from MedicalDenoiseLib.evaluation.metrics import foreground_mask, psnr, ssim3d  # noqa: E402
+from MedicalDenoiseLib.noise.image_domain import NOISE_MODELS, make_noise  # noqa: E402
+from MedicalDenoiseLib.inference.normalization import MODALITIES, IntensityNormalizer, guess_modality  # noqa: E402
+from MedicalDenoiseLib.evaluation.preview import comparison_grid_png  # noqa: E402
+from MedicalDenoiseLib.models.registry import list_models  # noqa: E402
+from MedicalDenoiseLib.io.sample_data import mni152_t1_path  # noqa: E402
+from MedicalDenoiseLib.io.volume import Geometry, Volume  # noqa: E402
 
 MR_SETTINGS = ("gaussian:0.01", "gaussian:0.03", "gaussian:0.05", "gaussian:0.10", "rician:0.03", "rician:0.05")
 CT_SETTINGS = ("gaussian:0.01", "gaussian:0.03", "gaussian:0.05", "gaussian:0.10", "ct:0.02", "ct:0.05")

@@ -39,15 +39,15 @@ from _common import (HELD_OUT_FILES, centre_crop, command_line, default_data_dir
                      utc_now, write_section)
 
 ensure_library_importable()
-from MedicalDenoiseLib.baselines import curvature_anisotropic_diffusion, gaussian_smoothing  # noqa: E402
-from MedicalDenoiseLib.denoiser import Denoiser  # noqa: E402
+from MedicalDenoiseLib.evaluation.baselines import curvature_anisotropic_diffusion, gaussian_smoothing  # noqa: E402
+from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
 from MedicalDenoiseLib.errors import MedicalDenoiseError  # noqa: E402
-from MedicalDenoiseLib.image_io import is_image_file, read_volume  # noqa: E402
-from MedicalDenoiseLib.metrics import (edge_sharpness, flat_region_mask, flat_region_noise_sd,  # noqa: E402
+from MedicalDenoiseLib.io.image_io import is_image_file, read_volume  # noqa: E402
+from MedicalDenoiseLib.evaluation.metrics import (edge_sharpness, flat_region_mask, flat_region_noise_sd,  # noqa: E402
                                        foreground_mask, strong_edge_mask)
-from MedicalDenoiseLib.normalization import MODALITIES, IntensityNormalizer, guess_modality  # noqa: E402
-from MedicalDenoiseLib.registry import list_models  # noqa: E402
-from MedicalDenoiseLib.volume import Volume  # noqa: E402
+from MedicalDenoiseLib.inference.normalization import MODALITIES, IntensityNormalizer, guess_modality  # noqa: E402
+from MedicalDenoiseLib.models.registry import list_models  # noqa: E402
+from MedicalDenoiseLib.io.volume import Volume  # noqa: E402
 
 MAX_SHAPE = (64, 192, 192)  # (z, y, x)
 DIFFUSION = (1.0, 5)  # conductance, iterations

@@ -107,8 +107,8 @@ def run_one(token: str, model: str | None, threads: int, device: str, tile: int 
 
     torch.set_num_threads(threads)
     ensure_library_importable()
-    from MedicalDenoiseLib.denoiser import Denoiser
-    from MedicalDenoiseLib.volume import Geometry, Volume
+    from MedicalDenoiseLib.inference.denoiser import Denoiser
+    from MedicalDenoiseLib.io.volume import Geometry, Volume
 
     shape, dtype = parse_size(token)
     started = time.perf_counter()

@@ -32,14 +32,14 @@ from scipy import ndimage
 from _common import centre_crop, command_line, ensure_library_importable, machine_line, utc_now, write_section
 
 ensure_library_importable()
-from MedicalDenoiseLib.baselines import BASELINES  # noqa: E402
-from MedicalDenoiseLib.denoiser import Denoiser  # noqa: E402
-from MedicalDenoiseLib.image_io import read_volume  # noqa: E402
-from MedicalDenoiseLib.metrics import high_frequency_power_ratio, psnr, residual_structure_correlation  # noqa: E402
-from MedicalDenoiseLib.normalization import IntensityNormalizer  # noqa: E402
-from MedicalDenoiseLib.registry import default_model_name, list_models  # noqa: E402
-from MedicalDenoiseLib.sample_data import mni152_t1_path  # noqa: E402
-from MedicalDenoiseLib.volume import Volume  # noqa: E402
+from MedicalDenoiseLib.evaluation.baselines import BASELINES  # noqa: E402
+from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
+from MedicalDenoiseLib.io.image_io import read_volume  # noqa: E402
+from MedicalDenoiseLib.evaluation.metrics import high_frequency_power_ratio, psnr, residual_structure_correlation  # noqa: E402
+from MedicalDenoiseLib.inference.normalization import IntensityNormalizer  # noqa: E402
+from MedicalDenoiseLib.models.registry import default_model_name, list_models  # noqa: E402
+from MedicalDenoiseLib.io.sample_data import mni152_t1_path  # noqa: E402
+from MedicalDenoiseLib.io.volume import Volume  # noqa: E402
 
 BM4D = "BM4D (true σ)"
 DIFFUSION = "anisotropic diffusion (best of 5)"

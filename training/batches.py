@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from MedicalDenoiseLib.noise_models import RandomNoise
+from MedicalDenoiseLib.noise.image_domain import RandomNoise
 
 from .augment import Augmenter
 from .conditioning import estimate_levels

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from MedicalDenoiseLib.networks import NetworkConfig
-from MedicalDenoiseLib.noise_models import NOISE_MODELS
-from MedicalDenoiseLib.normalization import MODALITIES
+from MedicalDenoiseLib.models.networks import NetworkConfig
+from MedicalDenoiseLib.noise.image_domain import NOISE_MODELS
+from MedicalDenoiseLib.inference.normalization import MODALITIES
 
 from .config_checks import check_choice, check_ints, check_number, check_span, set_field
 from .errors import ConfigError
@@ -106,7 +106,7 @@ class NoiseConfig:
     Attributes:
         sigma_range: noise SD in normalised units, drawn log-uniformly. A level below its minimum is clamped
             to it in the loss weights (every mode).
-        kinds: modality → noise models to choose from (``MedicalDenoiseLib.noise_models.NOISE_MODELS``);
+        kinds: modality → noise models to choose from (``MedicalDenoiseLib.noise.image_domain.NOISE_MODELS``);
             "ct" is the FBP-correlated CT noise.
         weight_floor: the loss weights are ``1 / (σ² + weight_floor²)``. Real "clean" volumes carry noise of
             their own (1–2 % of the range): without a floor the lowest levels, where that noise is all the

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from MedicalDenoiseLib.errors import MedicalDenoiseError
-from MedicalDenoiseLib.model_files import ModelCard, load_model, save_model
-from MedicalDenoiseLib.networks import NetworkConfig, build_network
+from MedicalDenoiseLib.models.model_files import ModelCard, load_model, save_model
+from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
 
 from .checkpoint import BEST, CHECKPOINT, load_checkpoint
 from .config import config_from_dict

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from MedicalDenoiseLib.networks import NetworkConfig, build_network
-from MedicalDenoiseLib.registry import open_model
+from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
+from MedicalDenoiseLib.models.registry import open_model
 
 from .config import TrainConfig
 from .errors import ConfigError

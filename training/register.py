@@ -13,8 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-from MedicalDenoiseLib.model_files import load_model
-from MedicalDenoiseLib.registry import registry_path
+from MedicalDenoiseLib.models.model_files import load_model
+from MedicalDenoiseLib.models.registry import registry_path
 
 
 def register(model_file: Path, make_default: bool = False) -> dict:

@@ -24,11 +24,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from MedicalDenoiseLib.model_files import ModelCard, save_model
-from MedicalDenoiseLib.networks import NetworkConfig, build_network
-from MedicalDenoiseLib.noise_estimation import estimate_noise_sigma
-from MedicalDenoiseLib.noise_models import GaussianNoise, RandomNoise
-from MedicalDenoiseLib.normalization import IntensityNormalizer, guess_modality
+from MedicalDenoiseLib.models.model_files import ModelCard, save_model
+from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
+from MedicalDenoiseLib.inference.noise_estimation import estimate_noise_sigma
+from MedicalDenoiseLib.noise.image_domain import GaussianNoise, RandomNoise
+from MedicalDenoiseLib.inference.normalization import IntensityNormalizer, guess_modality
 from training.synthetic_phantoms import random_phantom
 
 NOISE_BY_MODALITY = {"ct": ("gaussian", "ct"), "mr": ("gaussian", "rician"), "us": ("gaussian", "speckle")}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from MedicalDenoiseLib.networks import NetworkConfig, build_network
+from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
 
 from .batches import BatchMaker, BatchStream
 from .checkpoint import BEST, CHECKPOINT, capture_rng, restore_rng, save_checkpoint

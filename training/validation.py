@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from MedicalDenoiseLib.metrics import psnr, ssim3d
-from MedicalDenoiseLib.noise_models import RandomNoise
+from MedicalDenoiseLib.evaluation.metrics import psnr, ssim3d
+from MedicalDenoiseLib.noise.image_domain import RandomNoise
 
-from .conditioning import estimate_levels, network_input
+from .conditioning import estimate_levels
 from .config import TrainConfig
 from .modes.base import Runtime
 from .subsampling import neighbour_pairs, subsample_numpy
@@ -96,11 +96,10 @@ class Validator:
         return names + [f"val_psnr_{s:g}" for s in sigmas] if self.source == "synthetic" else names
 
     def _run(self, network: nn.Module, image: np.ndarray, runtime: Runtime) -> np.ndarray:
-        with_level = network.config.noise_level_input
         level = torch.from_numpy(estimate_levels(image[None])).to(runtime.device)
         x = torch.from_numpy(image)[None, None].to(runtime.device)
         with runtime.autocast():
-            return network(network_input(x, level, with_level)).float()[0, 0].cpu().numpy()
+            return network(x, level).float()[0, 0].cpu().numpy()
 
     @torch.no_grad()
     def __call__(self, network: nn.Module, runtime: Runtime) -> dict[str, float]:

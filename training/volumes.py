@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from MedicalDenoiseLib.image_io import read_volume
-from MedicalDenoiseLib.noise_estimation import estimate_noise_sigma
-from MedicalDenoiseLib.normalization import IntensityNormalizer, guess_modality
+from MedicalDenoiseLib.io.image_io import read_volume
+from MedicalDenoiseLib.inference.noise_estimation import estimate_noise_sigma
+from MedicalDenoiseLib.inference.normalization import IntensityNormalizer, guess_modality
 
 from .config import DataConfig
 from .data import VolumeSource, matches_any

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from MedicalDenoiseLib.networks import NetworkConfig, build_network
+from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
 
 from ..config import TrainConfig
 from ..optimisation import Optimisation

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from ..batches import Batch
-from ..conditioning import network_input
 from ..optimisation import Optimisation
 
 __all__ = ["Runtime", "Mode", "unwrap", "per_sample_mean"]
@@ -63,17 +62,16 @@ class Mode:
         self.network = network
         self.optimisation = optimisation
         self.runtime = runtime
-        self.with_level = unwrap(network).config.noise_level_input
 
     @property
     def denoiser(self) -> nn.Module:
         """The bare denoiser, for validation and export."""
         return unwrap(self.network)
 
-    def inputs(self, image: np.ndarray, levels: np.ndarray) -> torch.Tensor:
-        """The network input for ``(B, D, H, W)`` images and their ``(B,)`` noise levels."""
+    def inputs(self, image: np.ndarray, levels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's arguments ``(x, sigma)`` for ``(B, D, H, W)`` images and their ``(B,)`` noise levels."""
         rt = self.runtime
-        return network_input(rt.tensor(image, channel=True), rt.tensor(levels), self.with_level)
+        return rt.tensor(image, channel=True), rt.tensor(levels)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         raise NotImplementedError

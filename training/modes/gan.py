@@ -72,7 +72,7 @@ class GANMode(Mode):
         clean = rt.tensor(batch.clean, channel=True)
         sigma = rt.tensor(batch.sigma)
         with rt.autocast():
-            fake = self.network(self.inputs(batch.noisy, batch.levels))
+            fake = self.network(*self.inputs(batch.noisy, batch.levels))
         fake = fake.float()
 
         with rt.autocast():

@@ -44,12 +44,12 @@ class SelfSupervisedMode(Mode):
         rt = self.runtime
         first, second = rt.tensor(batch.extras["first"]), rt.tensor(batch.extras["second"])
         with torch.no_grad(), rt.autocast():
-            full = self.denoiser(self.inputs(batch.noisy, batch.levels)).float()
+            full = self.denoiser(*self.inputs(batch.noisy, batch.levels)).float()
         target_gap = subsample_torch(full, first) - subsample_torch(full, second)
         g2 = rt.tensor(batch.extras["g2"], channel=True)
         weights = 1.0 / rt.tensor(batch.sigma) ** 2
         with rt.autocast():
-            out = self.network(self.inputs(batch.extras["g1"], batch.extras["g1_levels"]))
+            out = self.network(*self.inputs(batch.extras["g1"], batch.extras["g1_levels"]))
         diff = out.float() - g2
         reconstruction = per_sample_mean(diff**2) * weights
         regulariser = per_sample_mean((diff - target_gap) ** 2) * weights

@@ -18,11 +18,11 @@ class SupervisedMode(Mode):
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         rt = self.runtime
-        x = self.inputs(batch.noisy, batch.levels)
+        x, levels = self.inputs(batch.noisy, batch.levels)
         clean = rt.tensor(batch.clean, channel=True)
         weights = 1.0 / rt.tensor(batch.sigma) ** 2
         with rt.autocast():
-            out = self.network(x)
+            out = self.network(x, levels)
         mse = per_sample_mean((out.float() - clean) ** 2)
         loss = (mse * weights).mean()
         self.optimisation.step(loss)

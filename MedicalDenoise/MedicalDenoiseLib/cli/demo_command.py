@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..baselines import best_gaussian_smoothing
-from ..denoiser import Denoiser
-from ..image_io import read_volume, write_volume
-from ..metrics import psnr, ssim3d
-from ..noise_models import GaussianNoise
-from ..normalization import IntensityNormalizer
-from ..preview import comparison_labels, comparison_png
-from ..sample_data import mni152_t1_path
-from ..volume import Volume
+from ..evaluation.baselines import best_gaussian_smoothing
+from ..inference.denoiser import Denoiser
+from ..io.image_io import read_volume, write_volume
+from ..evaluation.metrics import psnr, ssim3d
+from ..noise.image_domain import GaussianNoise
+from ..inference.normalization import IntensityNormalizer
+from ..evaluation.preview import comparison_labels, comparison_png
+from ..io.sample_data import mni152_t1_path
+from ..io.volume import Volume
 from .denoise_command import add_model_options
 from .evaluate_command import centre_crop
 

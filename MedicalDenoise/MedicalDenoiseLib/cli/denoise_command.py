@@ -5,12 +5,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..denoiser import STRENGTHS, Denoiser, parse_strength
-from ..devices import DEVICE_CHOICES
+from ..inference.denoiser import STRENGTHS, Denoiser, parse_strength
+from ..inference.devices import DEVICE_CHOICES
 from ..errors import InputError, MedicalDenoiseError, OutputError
-from ..image_io import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file, read_volume, write_volume
-from ..normalization import MODALITIES
-from ..preview import comparison_png
+from ..io.image_io import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file, read_volume, write_volume
+from ..inference.normalization import MODALITIES
+from ..evaluation.preview import comparison_png
 from .progress import PROGRESS_MODES, make_progress
 
 __all__ = ["add_parser", "run"]

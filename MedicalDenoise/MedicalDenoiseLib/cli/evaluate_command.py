@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..baselines import BASELINES
-from ..denoiser import Denoiser
+from ..evaluation.baselines import BASELINES
+from ..inference.denoiser import Denoiser
 from ..errors import MedicalDenoiseError
-from ..image_io import read_volume
-from ..metrics import psnr, ssim3d
-from ..noise_models import NOISE_MODELS, make_noise
-from ..normalization import MODALITIES, IntensityNormalizer, guess_modality
-from ..volume import Volume
+from ..io.image_io import read_volume
+from ..evaluation.metrics import psnr, ssim3d
+from ..noise.image_domain import NOISE_MODELS, make_noise
+from ..inference.normalization import MODALITIES, IntensityNormalizer, guess_modality
+from ..io.volume import Volume
 from .denoise_command import add_model_options
 
 __all__ = ["add_parser", "run", "evaluate"]

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from ..errors import ModelFileError
-from ..model_files import load_model
-from ..registry import default_model_name, list_models
+from ..models.model_files import load_model
+from ..models.registry import default_model_name, list_models
 
 __all__ = ["add_parser", "run"]
 

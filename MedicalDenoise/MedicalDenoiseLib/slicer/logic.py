@@ -18,17 +18,17 @@ import slicer
 from slicer.util import arrayFromVolume, updateVolumeFromArray
 
 from .background_job import BackgroundJob
-from .denoiser import Denoiser, parse_strength
-from .devices import describe_devices
-from .image_io import cast_to_dtype, read_volume, write_volume
-from .noise_estimation import estimate_noise_sigma
-from .registry import default_model_name, list_models
-from .volume import Geometry, Volume
+from ..inference.denoiser import Denoiser, parse_strength
+from ..inference.devices import describe_devices
+from ..io.image_io import cast_to_dtype, read_volume, write_volume
+from ..inference.noise_estimation import estimate_noise_sigma
+from ..models.registry import default_model_name, list_models
+from ..io.volume import Geometry, Volume
 
 __all__ = ["MedicalDenoiseLogic", "volumeFromNode"]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-_LIBRARY_PARENT = str(Path(__file__).resolve().parent.parent)
+_LIBRARY_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 def volumeFromNode(node) -> Volume:

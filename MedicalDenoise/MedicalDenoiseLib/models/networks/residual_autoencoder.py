@@ -16,8 +16,10 @@ class ResidualAutoencoder3D(nn.Module):
     The first level works at full resolution (no strided stem), so single-voxel detail reaches the
     output through convolutions that saw it, not only through a skip.
 
-    Input: ``(B, 1 [+1 noise-level channel: the noise SD in normalised units], D, H, W)``, each spatial size a multiple of
-    ``config.size_multiple``. Output: ``(B, 1, D, H, W)``, the denoised image.
+    Call it as ``network(x, sigma)``: ``x`` is the image ``(B, C, D, H, W)``, each spatial size a multiple of
+    ``config.size_multiple``; ``sigma`` is the noise SD in normalised units, a number or a ``(B,)`` tensor.
+    A network with ``noise_level_input`` builds its conditioning channel from ``sigma`` itself; a blind one
+    ignores it. Output: ``(B, C, D, H, W)``, the denoised image.
     """
 
     def __init__(self, config: NetworkConfig) -> None:
@@ -41,15 +43,25 @@ class ResidualAutoencoder3D(nn.Module):
             self.decoders.append(ResidualBlock3D(feats[level]))
         self.head = nn.Conv3d(feats[0], config.in_channels, kernel_size=1)
 
-    def _scale_inputs(self, x: torch.Tensor) -> torch.Tensor:
+    def conditioned_input(self, x: torch.Tensor, sigma: float | torch.Tensor | None) -> torch.Tensor:
+        """``x`` with the noise-level channel appended when the network takes one.
+
+        The channel is built as a constant map of ``sigma`` and then scaled, in that order, so the result
+        is bit for bit what the model files were trained and measured with.
+        """
         if not self.config.noise_level_input:
             return x
-        n = self.config.in_channels
-        return torch.cat([x[:, :n], x[:, n:] * self.config.noise_level_scale], dim=1)
+        if sigma is None:
+            raise ValueError("this network is conditioned on the noise level: call it as network(x, sigma)")
+        if isinstance(sigma, torch.Tensor) and sigma.ndim > 0:
+            level = sigma.to(x.dtype).view(-1, 1, 1, 1, 1).expand_as(x[:, :1])
+        else:
+            level = torch.full_like(x[:, :1], float(sigma))
+        return torch.cat([x, level * self.config.noise_level_scale], dim=1)
 
-    def full_resolution_features(self, x: torch.Tensor) -> torch.Tensor:
+    def full_resolution_features(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's last feature map, ``(B, features[0], D, H, W)``."""
-        h = self.stem(self._scale_inputs(x))
+        h = self.stem(self.conditioned_input(x, sigma))
         skips = []
         for level, encoder in enumerate(self.encoders):
             if level > 0:
@@ -60,9 +72,8 @@ class ResidualAutoencoder3D(nn.Module):
             h = decoder(fuse(torch.cat([up(h), skip], dim=1)))
         return h
 
-    def predict_noise(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.full_resolution_features(x))
+    def predict_noise(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.full_resolution_features(x, sigma))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        image = x[:, : self.config.in_channels]
-        return image - self.predict_noise(x)
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+        return x - self.predict_noise(x, sigma)

@@ -28,5 +28,5 @@ class GANGenerator3D(ResidualAutoencoder3D):
             nn.init.zeros_(block.conv2.weight)
             nn.init.zeros_(block.conv2.bias)
 
-    def predict_noise(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.refine(self.full_resolution_features(x)))
+    def predict_noise(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.refine(self.full_resolution_features(x, sigma)))

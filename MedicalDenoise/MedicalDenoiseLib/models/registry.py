@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .model_files import LoadedModel, load_model
 
 __all__ = ["RegistryEntry", "resources_dir", "registry_path", "list_models", "default_model_name", "resolve_model", "open_model"]
@@ -27,7 +27,7 @@ class RegistryEntry:
 
 def resources_dir() -> Path:
     """The module's Resources folder (beside the library in the Slicer module folder and in a checkout)."""
-    return Path(os.environ.get("MEDICAL_DENOISE_RESOURCES", Path(__file__).resolve().parent.parent / "Resources"))
+    return Path(os.environ.get("MEDICAL_DENOISE_RESOURCES", Path(__file__).resolve().parents[2] / "Resources"))
 
 
 def registry_path() -> Path:

@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import OutputError
+from ..errors import OutputError
 
 __all__ = ["middle_slice", "comparison_png", "comparison_grid_png", "comparison_labels"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DeviceError
+from ..errors import DeviceError
 
 __all__ = ["DEVICE_CHOICES", "resolve_device", "describe_devices"]
 

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from .devices import resolve_device
-from .errors import InputError
-from .model_files import LoadedModel
+from ..errors import InputError
+from ..models.model_files import LoadedModel
 from .noise_estimation import estimate_noise_sigma
 from .normalization import MODALITIES, IntensityNormalizer, guess_modality
-from .registry import open_model
+from ..models.registry import open_model
 from .tiling import sliding_window_inference
-from .volume import Volume
+from ..io.volume import Volume
 
 __all__ = ["STRENGTHS", "DenoiseResult", "Denoiser", "parse_strength"]
 
@@ -191,11 +191,10 @@ class Denoiser:
         channels_last = device.type == "cpu"
 
         def predict_once(tile: torch.Tensor) -> torch.Tensor:
-            x = torch.cat([tile, torch.full_like(tile, level)], dim=1)
             if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
+                tile = tile.contiguous(memory_format=torch.channels_last_3d)
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                return network(x).float()
+                return network(tile, level).float()
 
         if not self.flips:
             return predict_once

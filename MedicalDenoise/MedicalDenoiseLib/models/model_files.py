@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .networks import NetworkConfig, build_network
 
 __all__ = ["ModelCard", "LoadedModel", "save_model", "load_model", "file_sha256", "FORMAT"]

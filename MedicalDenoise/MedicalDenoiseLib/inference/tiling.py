@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import Cancelled
+from ..errors import Cancelled
 
 __all__ = ["tile_starts", "sliding_window_inference"]
 

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .dicom_series import write_dicom_series
-from .errors import InputError, OutputError
+from ..errors import InputError, OutputError
 from .volume import Geometry, Volume
 
 __all__ = ["SUPPORTED_DESCRIPTION", "read_volume", "write_volume", "is_image_file", "is_dicom_folder", "cast_to_dtype"]

@@ -322,7 +322,7 @@ def foreground_mask(normalized: np.ndarray, threshold: float = 0.1, dilation: in
                     smoothing_sigma: float = 0.0) -> np.ndarray:
     """The body: voxels whose normalised intensity exceeds ``threshold``, dilated by ``dilation`` voxels.
 
-    On images normalised by :class:`~MedicalDenoiseLib.normalization.IntensityNormalizer` (CT: air 0,
+    On images normalised by :class:`~MedicalDenoiseLib.inference.normalization.IntensityNormalizer` (CT: air 0,
     +1000 HU 1; MR/US: 0 to a high percentile) 0.1 separates tissue from air and zeroed background. The
     dilation keeps the body's outline, where a denoiser can blur or invent edges, inside the mask. Scores over
     this mask are not diluted by a large, trivially easy background.

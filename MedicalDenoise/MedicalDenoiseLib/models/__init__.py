@@ -1,0 +1,1 @@
+"""Networks, the self-describing model files that hold them, and the registry of shipped models."""

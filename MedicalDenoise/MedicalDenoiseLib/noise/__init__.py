@@ -1,0 +1,1 @@
+"""Noise models: what the networks learn to remove and what the benchmarks add to clean images."""
