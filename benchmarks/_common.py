@@ -96,9 +96,10 @@ def write_section(path: Path, name: str, body: str, title: str = "# Benchmarks")
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)  # a reader never sees half a file
+    ensure_library_importable()
+    from MedicalDenoiseLib.io.atomic import write_text_atomically
+
+    write_text_atomically(path, text)  # a reader never sees half a file
 
 
 def centre_crop(array: np.ndarray, size: int | Sequence[int | None]) -> np.ndarray:

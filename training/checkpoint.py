@@ -7,12 +7,13 @@ and renamed over the old one: an interruption at any moment leaves the previous 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from MedicalDenoiseLib.io.atomic import atomic_file
 
 from .errors import RunFolderError
 
@@ -26,16 +27,8 @@ BEST = "best.pt"
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Writes ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as temporary:
+        torch.save({"format": FORMAT, **state}, temporary)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

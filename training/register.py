@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 from pathlib import Path
 
+from MedicalDenoiseLib.io.atomic import write_text_atomically
 from MedicalDenoiseLib.models.model_files import load_model
 from MedicalDenoiseLib.models.registry import registry_path
 
@@ -40,9 +40,7 @@ def register(model_file: Path, make_default: bool = False) -> dict:
     registry["models"] = [m for m in registry["models"] if m["name"] != card.name] + [entry]
     if make_default:
         registry["default"] = card.name
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(registry, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(registry, indent=2, ensure_ascii=False) + "\n")
     return entry
 
 

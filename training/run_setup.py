@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 import torch
 
+from MedicalDenoiseLib.io.atomic import write_text_atomically
+
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import TrainConfig, config_from_dict, config_to_dict
 from .data import find_pairs, find_volumes, split_by_volume
@@ -149,6 +151,4 @@ def write_config(config: TrainConfig, folder: Path) -> None:
         text = yaml.safe_dump(data, sort_keys=False)
     except ImportError:
         text = json.dumps(data, indent=2)
-    tmp = folder / ".config.yaml.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, folder / "config.yaml")
+    write_text_atomically(folder / "config.yaml", text)

@@ -9,7 +9,6 @@ each method's output above its residual), with every residual panel in one share
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -17,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import OutputError
+from ..io.atomic import atomic_file
 
 __all__ = ["middle_slice", "comparison_png", "comparison_grid_png", "comparison_labels"]
 
@@ -214,18 +214,9 @@ def comparison_grid_png(path: str | os.PathLike, rows: Sequence[Sequence[GridCel
 
 
 def _write_atomically(canvas: np.ndarray, path: Path) -> None:
-    """Write a uint8 (y, x) array as PNG via a temporary file in the target folder, then ``os.replace``."""
+    """Writes a uint8 (y, x) array as PNG; a reader never sees half a file."""
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    except OSError as error:
-        raise OutputError(f"{path}: cannot write the preview: {error.strerror or error}") from error
-    os.close(handle)
-    try:
-        sitk.WriteImage(sitk.GetImageFromArray(canvas, isVector=False), temporary)
-        os.replace(temporary, path)
+        with atomic_file(path) as temporary:
+            sitk.WriteImage(sitk.GetImageFromArray(canvas, isVector=False), str(temporary))
     except (OSError, RuntimeError) as error:
-        raise OutputError(f"{path}: cannot write the preview: {error}") from error
-    finally:
-        # Reached with the temporary still present only when writing or renaming failed.
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        raise OutputError(f"{path}: cannot write the preview: {getattr(error, 'strerror', None) or error}") from error

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import temporary_folder_beside
 from .dicom_series import write_dicom_series
 from ..errors import InputError, OutputError
 from .volume import Geometry, Volume
@@ -371,13 +372,10 @@ def _write_dicom_atomically(array, geometry, path: Path, metadata, modality) -> 
 
 
 def _temporary_folder(path: Path) -> Path:
-    """A new hidden folder beside ``path``: same file system, so the final rename is atomic."""
-    temp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
     try:
-        temp.mkdir()  # not tempfile.mkdtemp: its 0700 mode would stay on a renamed DICOM folder
+        return temporary_folder_beside(path)
     except OSError as err:
         raise OutputError(f"{path}: cannot be written ({_short(err)})") from None
-    return temp
 
 
 def _geometry_mismatch(expected: Geometry, written_file: Path) -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import ModelFileError
+from ..io.atomic import atomic_file
 from .networks import NetworkConfig, build_network
 
 __all__ = ["ModelCard", "LoadedModel", "save_model", "load_model", "file_sha256", "FORMAT"]
@@ -106,14 +106,8 @@ def save_model(path: str | os.PathLike, network: nn.Module, card: ModelCard) -> 
         "card": json.dumps(card.to_dict(), sort_keys=True),
         "weights_sha256": _tensors_sha256(tensors),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
     return file_sha256(path)
 
 
