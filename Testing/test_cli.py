@@ -12,7 +12,8 @@ import SimpleITK as sitk
 
 from conftest import oblique_geometry, phantom
 from MedicalDenoiseLib.cli.main import main
-from MedicalDenoiseLib.io.image_io import read_volume, write_volume
+from MedicalDenoiseLib.io.reading import read_volume
+from MedicalDenoiseLib.io.writing import write_volume
 from MedicalDenoiseLib.io.volume import Geometry, Volume
 
 

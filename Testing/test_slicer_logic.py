@@ -10,7 +10,8 @@ vtk = pytest.importorskip("vtk")
 
 from conftest import oblique_geometry, phantom  # noqa: E402
 from MedicalDenoiseLib.errors import Cancelled  # noqa: E402
-from MedicalDenoiseLib.io.image_io import read_volume, write_volume  # noqa: E402
+from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
+from MedicalDenoiseLib.io.writing import write_volume  # noqa: E402
 from MedicalDenoiseLib.slicer.logic import MedicalDenoiseLogic, volumeFromNode  # noqa: E402
 from MedicalDenoiseLib.io.volume import Volume  # noqa: E402
 

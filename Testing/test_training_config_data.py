@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedicalDenoiseLib.io.image_io import write_volume
+from MedicalDenoiseLib.io.writing import write_volume
 from MedicalDenoiseLib.io.volume import Volume
 from conftest import oblique_geometry, phantom
 from training.batches import BatchMaker

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 
 from MedicalDenoiseLib.cli.main import main as cli_main
-from MedicalDenoiseLib.io.image_io import read_volume
+from MedicalDenoiseLib.io.reading import read_volume
 from MedicalDenoiseLib.models.model_files import load_model
 from MedicalDenoiseLib.models.registry import registry_path
 from training.export import main as export_main

@@ -10,7 +10,7 @@ from training.config import config_from_dict
 from training.init_model import initial_network
 from training.subsampling import neighbour_pairs, subsample_numpy, subsample_torch
 from conftest import oblique_geometry, phantom
-from MedicalDenoiseLib.io.image_io import write_volume
+from MedicalDenoiseLib.io.writing import write_volume
 from MedicalDenoiseLib.io.volume import Volume
 from training_support import SHAPE, TINY, make_pairs, make_volumes, merged, read_log, run_train, write_config
 

@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 
 from conftest import oblique_geometry, phantom
-from MedicalDenoiseLib.io.image_io import write_volume
+from MedicalDenoiseLib.io.writing import write_volume
 from MedicalDenoiseLib.io.volume import Volume
 
 SHAPE = (20, 24, 24)

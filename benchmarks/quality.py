@@ -33,7 +33,7 @@ ensure_library_importable()
 from MedicalDenoiseLib.evaluation.baselines import BASELINES, bm4d_available, dipy_available  # noqa: E402
 from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
 from MedicalDenoiseLib.errors import MedicalDenoiseError  # noqa: E402
-from MedicalDenoiseLib.io.image_io import read_volume  # noqa: E402
+from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
 from MedicalDenoiseLib.evaluation.metrics import foreground_mask, psnr, ssim3d  # noqa: E402
 from MedicalDenoiseLib.noise.image_domain import NOISE_MODELS, make_noise  # noqa: E402
 from MedicalDenoiseLib.inference.normalization import MODALITIES, IntensityNormalizer, guess_modality  # noqa: E402

@@ -42,7 +42,8 @@ ensure_library_importable()
 from MedicalDenoiseLib.evaluation.baselines import curvature_anisotropic_diffusion, gaussian_smoothing  # noqa: E402
 from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
 from MedicalDenoiseLib.errors import MedicalDenoiseError  # noqa: E402
-from MedicalDenoiseLib.io.image_io import is_image_file, read_volume  # noqa: E402
+from MedicalDenoiseLib.io.formats import is_image_file  # noqa: E402
+from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
 from MedicalDenoiseLib.evaluation.metrics import (edge_sharpness, flat_region_mask, flat_region_noise_sd,  # noqa: E402
                                        foreground_mask, strong_edge_mask)
 from MedicalDenoiseLib.inference.normalization import MODALITIES, IntensityNormalizer, guess_modality  # noqa: E402

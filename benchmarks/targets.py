@@ -34,7 +34,7 @@ from _common import centre_crop, command_line, ensure_library_importable, machin
 ensure_library_importable()
 from MedicalDenoiseLib.evaluation.baselines import BASELINES  # noqa: E402
 from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
-from MedicalDenoiseLib.io.image_io import read_volume  # noqa: E402
+from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
 from MedicalDenoiseLib.evaluation.metrics import high_frequency_power_ratio, psnr, residual_structure_correlation  # noqa: E402
 from MedicalDenoiseLib.inference.normalization import IntensityNormalizer  # noqa: E402
 from MedicalDenoiseLib.models.registry import default_model_name, list_models  # noqa: E402

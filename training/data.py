@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from MedicalDenoiseLib.io.image_io import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file
+from MedicalDenoiseLib.io.formats import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file
 
 from .errors import DataError
 

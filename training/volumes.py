@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from MedicalDenoiseLib.io.image_io import read_volume
+from MedicalDenoiseLib.io.reading import read_volume
 from MedicalDenoiseLib.inference.noise_estimation import estimate_noise_sigma
 from MedicalDenoiseLib.inference.normalization import IntensityNormalizer, guess_modality
 

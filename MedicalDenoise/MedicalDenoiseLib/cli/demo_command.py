@@ -8,7 +8,8 @@ import numpy as np
 
 from ..evaluation.baselines import best_gaussian_smoothing
 from ..inference.denoiser import Denoiser
-from ..io.image_io import read_volume, write_volume
+from ..io.reading import read_volume
+from ..io.writing import write_volume
 from ..evaluation.metrics import psnr, ssim3d
 from ..noise.image_domain import GaussianNoise
 from ..inference.normalization import IntensityNormalizer

@@ -8,7 +8,9 @@ from pathlib import Path
 from ..inference.denoiser import STRENGTHS, Denoiser, parse_strength
 from ..inference.devices import DEVICE_CHOICES
 from ..errors import InputError, MedicalDenoiseError, OutputError
-from ..io.image_io import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file, read_volume, write_volume
+from ..io.formats import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file
+from ..io.reading import read_volume
+from ..io.writing import write_volume
 from ..inference.normalization import MODALITIES
 from ..evaluation.preview import comparison_png
 from .progress import PROGRESS_MODES, make_progress

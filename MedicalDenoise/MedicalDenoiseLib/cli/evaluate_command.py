@@ -10,7 +10,7 @@ import numpy as np
 from ..evaluation.baselines import BASELINES
 from ..inference.denoiser import Denoiser
 from ..errors import MedicalDenoiseError
-from ..io.image_io import read_volume
+from ..io.reading import read_volume
 from ..evaluation.metrics import psnr, ssim3d
 from ..noise.image_domain import NOISE_MODELS, make_noise
 from ..inference.normalization import MODALITIES, IntensityNormalizer, guess_modality

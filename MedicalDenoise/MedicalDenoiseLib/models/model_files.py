@@ -22,7 +22,7 @@ from ..errors import ModelFileError
 from ..io.atomic import atomic_file
 from .networks import NetworkConfig, build_network
 
-__all__ = ["ModelCard", "LoadedModel", "save_model", "load_model", "file_sha256", "FORMAT"]
+__all__ = ["ModelCard", "LoadedModel", "save_model", "load_model", "file_sha256", "tensors_sha256", "FORMAT"]
 
 FORMAT = "medical-denoise-model/1"
 
@@ -87,7 +87,8 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Digest of named tensors (names, shapes and bytes), independent of the file that holds them."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
@@ -104,7 +105,7 @@ def save_model(path: str | os.PathLike, network: nn.Module, card: ModelCard) -> 
     metadata = {
         "format": FORMAT,
         "card": json.dumps(card.to_dict(), sort_keys=True),
-        "weights_sha256": _tensors_sha256(tensors),
+        "weights_sha256": tensors_sha256(tensors),
     }
     with atomic_file(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
@@ -142,7 +143,7 @@ def load_model(path: str | os.PathLike, expected_sha256: str | None = None) -> L
         raise ModelFileError(f"{path}: not a readable safetensors model file ({reason})") from None
     if metadata.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a MedicalDenoise model (format {metadata.get('format')!r}, expected {FORMAT!r})")
-    if _tensors_sha256(tensors) != metadata.get("weights_sha256"):
+    if tensors_sha256(tensors) != metadata.get("weights_sha256"):
         raise ModelFileError(f"{path}: weights do not match their stored checksum; the file was modified or damaged")
     try:
         card = ModelCard.from_dict(json.loads(metadata["card"]))

@@ -20,7 +20,8 @@ from slicer.util import arrayFromVolume, updateVolumeFromArray
 from .background_job import BackgroundJob
 from ..inference.denoiser import Denoiser, parse_strength
 from ..inference.devices import describe_devices
-from ..io.image_io import cast_to_dtype, read_volume, write_volume
+from ..io.reading import read_volume
+from ..io.writing import cast_to_dtype, write_volume
 from ..inference.noise_estimation import estimate_noise_sigma
 from ..models.registry import default_model_name, list_models
 from ..io.volume import Geometry, Volume

@@ -1,4 +1,4 @@
-"""Tests of MedicalDenoiseLib.io.image_io: round trips keep voxels and geometry, bad files give one-line errors."""
+"""Tests of MedicalDenoiseLib.io (reading, writing, formats): round trips keep voxels and geometry, bad files give one-line errors."""
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedicalDenoiseLib.io import image_io
+from MedicalDenoiseLib.io import writing as image_writing
 from MedicalDenoiseLib.errors import InputError, OutputError
-from MedicalDenoiseLib.io.image_io import SUPPORTED_DESCRIPTION, read_volume, write_volume
+from MedicalDenoiseLib.io.formats import SUPPORTED_DESCRIPTION
+from MedicalDenoiseLib.io.reading import read_volume
+from MedicalDenoiseLib.io.writing import write_volume
 from MedicalDenoiseLib.io.volume import Geometry, Volume
 
 
@@ -271,7 +273,7 @@ def test_dicom_write_failing_midway_leaves_nothing(tmp_path, monkeypatch):
         (folder / "IM0001.dcm").write_bytes(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(image_io, "write_dicom_series", fail_after_one_file)
+    monkeypatch.setattr(image_writing, "write_dicom_series", fail_after_one_file)
     with pytest.raises(OutputError, match="disk full"):
         write_volume(_int16_volume(), tmp_path / "series")
     assert list(tmp_path.iterdir()) == []
