@@ -10,15 +10,17 @@ from skimage.metrics import structural_similarity
 
 from MedicalDenoiseLib.evaluation.metrics import (
     edge_preservation,
-    edge_sharpness,
-    flat_region_mask,
-    flat_region_noise_sd,
-    foreground_mask,
     high_frequency_power_ratio,
     psnr,
     residual_statistics,
     residual_structure_correlation,
     ssim3d,
+)
+from MedicalDenoiseLib.evaluation.reference_free import (
+    edge_sharpness,
+    flat_region_mask,
+    flat_region_noise_sd,
+    foreground_mask,
     strong_edge_mask,
 )
 

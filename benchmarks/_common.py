@@ -11,11 +11,10 @@ import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-__all__ = ["centre_crop", "ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section",
+__all__ = ["ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section",
            "default_data_dir", "HELD_OUT_FILES"]
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -100,22 +99,3 @@ def write_section(path: Path, name: str, body: str, title: str = "# Benchmarks")
     from MedicalDenoiseLib.io.atomic import write_text_atomically
 
     write_text_atomically(path, text)  # a reader never sees half a file
-
-
-def centre_crop(array: np.ndarray, size: int | Sequence[int | None]) -> np.ndarray:
-    """The centred block of ``size`` voxels (clipped to the array).
-
-    ``size`` is one edge for every axis (``<= 0``: the whole array) or one value per axis (None or ``<= 0``
-    keeps that axis whole).
-    """
-    sizes = [size] * array.ndim if isinstance(size, (int, np.integer)) else list(size)
-    if len(sizes) != array.ndim:
-        raise ValueError(f"crop needs {array.ndim} sizes, got {tuple(sizes)}")
-
-    def centred(extent: int, edge: int | None) -> slice:
-        if not edge or edge <= 0:
-            return slice(None)
-        start = max(0, (extent - edge) // 2)
-        return slice(start, start + min(extent, edge))
-
-    return np.ascontiguousarray(array[tuple(centred(n, edge) for n, edge in zip(array.shape, sizes))])

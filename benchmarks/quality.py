@@ -27,14 +27,16 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from _common import centre_crop, command_line, default_data_dir, ensure_library_importable, machine_line, utc_now, write_section
+from _common import command_line, default_data_dir, ensure_library_importable, machine_line, utc_now, write_section
 
 ensure_library_importable()
+from MedicalDenoiseLib.evaluation.crops import centre_crop  # noqa: E402
 from MedicalDenoiseLib.evaluation.baselines import BASELINES, bm4d_available, dipy_available  # noqa: E402
 from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
 from MedicalDenoiseLib.errors import MedicalDenoiseError  # noqa: E402
 from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
-from MedicalDenoiseLib.evaluation.metrics import foreground_mask, psnr, ssim3d  # noqa: E402
+from MedicalDenoiseLib.evaluation.metrics import psnr, ssim3d  # noqa: E402
+from MedicalDenoiseLib.evaluation.reference_free import foreground_mask  # noqa: E402
 from MedicalDenoiseLib.noise.image_domain import NOISE_MODELS, make_noise  # noqa: E402
 from MedicalDenoiseLib.inference.normalization import MODALITIES, IntensityNormalizer, guess_modality  # noqa: E402
 from MedicalDenoiseLib.evaluation.preview import comparison_grid_png  # noqa: E402

@@ -7,11 +7,11 @@ classical filters that need no clean image: curvature anisotropic diffusion at f
 scale. On the *input* two voxel sets are chosen, and every output is measured on those same voxels:
 
 - **flat**: the 25 % of the foreground with the lowest in-plane gradient after an in-plane Gaussian of
-  1.5 voxels (``metrics.flat_region_mask``). *Noise SD* is the median, over flat voxels, of the local SD in a
-  5 × 5 in-plane window (``metrics.flat_region_noise_sd``); *noise left* is output / input.
+  1.5 voxels (``reference_free.flat_region_mask``). *Noise SD* is the median, over flat voxels, of the local SD in a
+  5 × 5 in-plane window (``reference_free.flat_region_noise_sd``); *noise left* is output / input.
 - **edges**: the 2 % of the foreground with the highest smoothed in-plane gradient
-  (``metrics.strong_edge_mask``). *Edge sharpness* is the mean in-plane gradient magnitude there after a
-  1-voxel in-plane Gaussian (``metrics.edge_sharpness``); *edges kept* is output / input (1: as sharp as the
+  (``reference_free.strong_edge_mask``). *Edge sharpness* is the mean in-plane gradient magnitude there after a
+  1-voxel in-plane Gaussian (``reference_free.edge_sharpness``); *edges kept* is output / input (1: as sharp as the
   input; below 1: blurred).
 
 The foreground is the input, smoothed by 1 voxel, above 0.1 of the normalised range (CT: −800 HU).
@@ -35,17 +35,18 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from _common import (HELD_OUT_FILES, centre_crop, command_line, default_data_dir, ensure_library_importable, machine_line,
+from _common import (HELD_OUT_FILES, command_line, default_data_dir, ensure_library_importable, machine_line,
                      utc_now, write_section)
 
 ensure_library_importable()
+from MedicalDenoiseLib.evaluation.crops import centre_crop  # noqa: E402
 from MedicalDenoiseLib.evaluation.baselines import curvature_anisotropic_diffusion, gaussian_smoothing  # noqa: E402
 from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
 from MedicalDenoiseLib.errors import MedicalDenoiseError  # noqa: E402
 from MedicalDenoiseLib.io.formats import is_image_file  # noqa: E402
 from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
-from MedicalDenoiseLib.evaluation.metrics import (edge_sharpness, flat_region_mask, flat_region_noise_sd,  # noqa: E402
-                                       foreground_mask, strong_edge_mask)
+from MedicalDenoiseLib.evaluation.reference_free import (edge_sharpness, flat_region_mask,  # noqa: E402
+                                                         flat_region_noise_sd, foreground_mask, strong_edge_mask)
 from MedicalDenoiseLib.inference.normalization import MODALITIES, IntensityNormalizer, guess_modality  # noqa: E402
 from MedicalDenoiseLib.models.registry import list_models  # noqa: E402
 from MedicalDenoiseLib.io.volume import Volume  # noqa: E402

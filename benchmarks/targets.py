@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from _common import centre_crop, command_line, ensure_library_importable, machine_line, utc_now, write_section
+from _common import command_line, ensure_library_importable, machine_line, utc_now, write_section
 
 ensure_library_importable()
+from MedicalDenoiseLib.evaluation.crops import centre_crop  # noqa: E402
 from MedicalDenoiseLib.evaluation.baselines import BASELINES  # noqa: E402
 from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
 from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402

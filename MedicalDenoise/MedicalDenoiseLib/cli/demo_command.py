@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.baselines import best_gaussian_smoothing
+from ..evaluation.crops import centre_crop
 from ..inference.denoiser import Denoiser
 from ..io.reading import read_volume
 from ..io.writing import write_volume
@@ -17,7 +18,6 @@ from ..evaluation.preview import comparison_labels, comparison_png
 from ..io.sample_data import mni152_t1_path
 from ..io.volume import Volume
 from .denoise_command import add_model_options
-from .evaluate_command import centre_crop
 
 __all__ = ["add_parser", "run"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.baselines import BASELINES
+from ..evaluation.crops import centre_crop
 from ..inference.denoiser import Denoiser
 from ..errors import MedicalDenoiseError
 from ..io.reading import read_volume
@@ -36,13 +37,6 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, help="also write the table as markdown here")
     add_model_options(p)
     p.set_defaults(run=run)
-
-
-def centre_crop(array: np.ndarray, edge: int) -> np.ndarray:
-    if edge <= 0:
-        return array
-    slices = tuple(slice(max(0, (n - edge) // 2), max(0, (n - edge) // 2) + min(n, edge)) for n in array.shape)
-    return np.ascontiguousarray(array[slices])
 
 
 def evaluate(clean_volume, noise: str, sigma: float, denoiser: Denoiser, baselines: list[str], seed: int = 0,

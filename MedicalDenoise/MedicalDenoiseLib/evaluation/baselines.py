@@ -20,7 +20,6 @@ from typing import Callable, Iterable, Sequence, TypeVar
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
-from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
 from .metrics import psnr
 
@@ -205,6 +204,8 @@ def total_variation(array: np.ndarray, weight: float) -> np.ndarray:
     array = _check_array(array)
     if not weight > 0:
         raise ValueError(f"weight must be > 0, got {weight}")
+    from skimage.restoration import denoise_tv_chambolle  # only evaluation needs scikit-image
+
     return denoise_tv_chambolle(array.astype(np.float64), weight=weight).astype(_output_dtype(array))
 
 
@@ -237,6 +238,8 @@ def non_local_means(array: np.ndarray, sigma: float) -> np.ndarray:
     array = _check_array(array)
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
+    from skimage.restoration import denoise_nl_means  # only evaluation needs scikit-image
+
     denoised = denoise_nl_means(array.astype(np.float64), patch_size=5, patch_distance=6, h=0.8 * sigma,
                                 sigma=sigma, fast_mode=True, channel_axis=None)
     return np.asarray(denoised).astype(_output_dtype(array))

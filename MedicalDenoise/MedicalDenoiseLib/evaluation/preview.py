@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import OutputError
+from ..inference.robust import mad_sd
 from ..io.atomic import atomic_file
 
 __all__ = ["middle_slice", "comparison_png", "comparison_grid_png", "comparison_labels"]
@@ -23,7 +24,6 @@ __all__ = ["middle_slice", "comparison_png", "comparison_grid_png", "comparison_
 GAP_PX = 4
 # Residuals are shown at ±3 robust SD so noise fills the grey range and any structure stands out.
 RESIDUAL_HALF_WIDTH_SD = 3.0
-_MAD_TO_SD = 1.4826  # MAD of a Gaussian times this is its SD
 
 Panel = Tuple[str, np.ndarray]
 GridCell = Optional[Panel]  # None leaves a black cell
@@ -59,7 +59,7 @@ def _robust_sd(values: np.ndarray) -> float:
     finite = values[np.isfinite(values) & (values != 0)]
     if finite.size == 0:
         return 1.0
-    sd = _MAD_TO_SD * float(np.median(np.abs(finite - np.median(finite))))
+    sd = mad_sd(finite)
     if sd <= 0:
         sd = float(finite.std())
     return sd if sd > 0 else 1.0

@@ -16,6 +16,7 @@ from .devices import resolve_device
 from ..errors import InputError
 from ..models.model_files import LoadedModel
 from .noise_estimation import estimate_noise_sigma
+from .robust import fill_non_finite
 from .normalization import MODALITIES, IntensityNormalizer, guess_modality
 from ..models.registry import open_model
 from .tiling import sliding_window_inference
@@ -140,13 +141,10 @@ class Denoiser:
             raise InputError(f"{volume.source}: expected a non-empty 2D or 3D scalar image, got shape {array.shape}")
         messages: list[str] = []
         work = np.asarray(array, dtype=np.float32)
-        finite = np.isfinite(work)
-        n_bad = int(work.size - np.count_nonzero(finite))
-        if n_bad == work.size:
+        if work.size and not np.isfinite(work).any():
             raise InputError(f"{volume.source}: every voxel is NaN or infinite; nothing to denoise")
+        work, n_bad, fill = fill_non_finite(work)
         if n_bad:
-            fill = float(np.median(work[finite]))
-            work = np.where(finite, work, fill).astype(np.float32)
             messages.append(
                 f"{n_bad} NaN/infinite voxels were replaced by the median ({fill:g}) before denoising; "
                 "the output holds denoised finite values there"
