@@ -112,3 +112,57 @@ def test_tampered_shipped_model_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDICAL_DENOISE_RESOURCES", str(resources))
     with pytest.raises(ModelFileError, match="checksum mismatch"):
         open_model(entry.name)
+
+
+def _registry_schema() -> dict:
+    from MedicalDenoiseLib.models.registry import resources_dir
+
+    return json.loads((resources_dir() / "Models.schema.json").read_text(encoding="utf-8"))
+
+
+def test_models_json_follows_its_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    from MedicalDenoiseLib.models.registry import registry_path
+
+    registry = json.loads(registry_path().read_text(encoding="utf-8"))
+    jsonschema.validate(registry, _registry_schema())
+    names = [m["name"] for m in registry["models"]]
+    assert registry["default"] in names and len(set(names)) == len(names)
+    assert set(registry.get("default_by_modality", {}).values()) <= set(names)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: r["models"][0].update(architecture="residual_autoencoder"),  # a field nothing reads
+    lambda r: r["models"][0].pop("sha256"),
+    lambda r: r["models"][0].update(sha256="ABC"),
+    lambda r: r.update(default_by_modality={"xray": "autoencoder-v2"}),
+])
+def test_schema_refuses_fields_the_registry_does_not_read_or_needs(damage):
+    jsonschema = pytest.importorskip("jsonschema")
+    from MedicalDenoiseLib.models.registry import registry_path
+
+    registry = json.loads(registry_path().read_text(encoding="utf-8"))
+    damage(registry)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(registry, _registry_schema())
+
+
+def test_registry_names_what_a_broken_entry_lacks(tmp_path, monkeypatch):
+    from MedicalDenoiseLib.models.registry import list_models
+
+    (tmp_path / "Models.json").write_text(json.dumps({"default": "x", "models": [{"name": "x", "file": "Models/x.safetensors"}]}),
+                                          encoding="utf-8")
+    monkeypatch.setenv("MEDICAL_DENOISE_RESOURCES", str(tmp_path))
+    with pytest.raises(ModelFileError, match=r"models\[0\] lacks sha256, summary"):
+        list_models()
+
+
+def test_modality_default_falls_back_to_the_general_default(tmp_path, monkeypatch):
+    from MedicalDenoiseLib.models.registry import default_model_name, registry_path
+
+    registry = json.loads(registry_path().read_text(encoding="utf-8"))
+    registry["default_by_modality"] = {"ct": registry["models"][-1]["name"]}
+    (tmp_path / "Models.json").write_text(json.dumps(registry), encoding="utf-8")
+    monkeypatch.setenv("MEDICAL_DENOISE_RESOURCES", str(tmp_path))
+    assert default_model_name("ct") == registry["models"][-1]["name"]
+    assert default_model_name("mr") == default_model_name() == registry["default"]

@@ -26,16 +26,12 @@ def register(model_file: Path, make_default: bool = False) -> dict:
     target.parent.mkdir(parents=True, exist_ok=True)
     if model_file.resolve() != target.resolve():
         shutil.copyfile(model_file, target)
+    # Only what the registry reads: the card inside the file (under its sha256) holds everything else.
     entry = {
         "name": card.name,
-        "file": str(target.relative_to(path.parent)),
+        "file": target.relative_to(path.parent).as_posix(),
         "sha256": loaded.sha256,
-        "architecture": card.network.architecture,
         "summary": card.description,
-        "modalities": card.modalities,
-        "noise_range": list(card.noise_range),
-        "training_data": card.training_data,
-        "metrics": card.metrics,
     }
     registry["models"] = [m for m in registry["models"] if m["name"] != card.name] + [entry]
     if make_default:

@@ -21,7 +21,6 @@ class RegistryEntry:
     file: Path
     sha256: str
     summary: str
-    architecture: str
     measured: dict = field(default_factory=dict)
 
 
@@ -35,27 +34,38 @@ def registry_path() -> Path:
 
 
 def _read_registry() -> dict:
+    """Models.json, with the keys the registry relies on checked (its full schema is Models.schema.json)."""
     path = registry_path()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelFileError(f"{path}: model registry not found; is the Resources folder installed?") from None
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{path}: model registry is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list) or not isinstance(data.get("default"), str):
+        raise ModelFileError(f"{path}: model registry needs a 'default' name and a 'models' list")
+    for index, model in enumerate(models):
+        missing = [key for key in _REQUIRED if not isinstance(model, dict) or not isinstance(model.get(key), str)]
+        if missing:
+            raise ModelFileError(f"{path}: models[{index}] lacks {', '.join(missing)}")
+    return data
+
+
+_REQUIRED = ("name", "file", "sha256", "summary")
 
 
 def list_models() -> list[RegistryEntry]:
     data = _read_registry()
     base = registry_path().parent
-    return [
-        RegistryEntry(m["name"], base / m["file"], m["sha256"], m.get("summary", ""), m.get("architecture", ""),
-                      m.get("measured", {}))
-        for m in data.get("models", [])
-    ]
+    return [RegistryEntry(m["name"], base / m["file"], m["sha256"], m["summary"], m.get("measured", {}))
+            for m in data["models"]]
 
 
-def default_model_name() -> str:
-    return _read_registry()["default"]
+def default_model_name(modality: str | None = None) -> str:
+    """The model used when none is named: the modality's own default if the registry has one."""
+    data = _read_registry()
+    return data.get("default_by_modality", {}).get(modality or "", data["default"])
 
 
 def resolve_model(name_or_path: str | None) -> tuple[Path, str | None]:
