@@ -7,7 +7,7 @@ from conftest import oblique_geometry, phantom
 from MedicalDenoiseLib.inference.denoiser import Denoiser, parse_strength
 from MedicalDenoiseLib.errors import Cancelled, DeviceError, InputError
 from MedicalDenoiseLib.models.model_files import load_model
-from MedicalDenoiseLib.io.volume import Volume
+from MedicalDenoiseLib.io.volume import Geometry, Volume
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,28 @@ def test_one_slice_tiny_and_2d_images(tiny_denoiser, shape):
 
 
 def test_ct_in_hounsfield_units_is_normalised_as_ct(tiny_denoiser, ct_volume):
-    result = tiny_denoiser.denoise(ct_volume)
+    untagged = Volume(ct_volume.array, ct_volume.geometry, source="no-modality-tag")
+    assert untagged.modality is None
+    result = tiny_denoiser.denoise(untagged)  # recognised from the Hounsfield range alone
     assert result.modality == "ct"
     assert result.volume.array.min() < -500  # negative HU survive the round trip
+    mr_like = Volume((ct_volume.array.astype(np.float32) + 1000) * 0.5, ct_volume.geometry)
+    assert tiny_denoiser.denoise(mr_like).modality == "mr"
+
+
+@pytest.mark.parametrize("padding", [-32768, -3024, -2000])
+def test_ct_padding_is_recognised_and_comes_back_exactly(tiny_denoiser, ct_volume, padding):
+    hu = ct_volume.array.copy()
+    z, y, x = np.indices(hu.shape)
+    outside = (y - 12.5) ** 2 + (x - 11) ** 2 > 11**2  # a circular field of view, as scanners reconstruct
+    hu[outside] = padding
+    result = tiny_denoiser.denoise(Volume(hu, ct_volume.geometry, source="padded-ct"))
+    out = result.volume.array
+    assert result.modality == "ct"
+    assert np.array_equal(out[outside], hu[outside])
+    assert not np.array_equal(out[~outside], hu[~outside].astype(np.float32))
+    # The network saw air, not a wall at −32768, beside the field's edge: no extreme values leak inwards.
+    assert out[~outside].min() > -1500
 
 
 def test_cancel_raises_and_progress_reaches_one(tiny_denoiser):
@@ -132,16 +151,70 @@ def test_gpu_out_of_memory_shrinks_tiles_then_finishes_on_the_cpu(tiny_model_fil
     tiles_tried = []
 
     def fake_tiled(volume, predictor, tile_size, overlap, size_multiple, device, progress, cancel):
-        tiles_tried.append((torch.device(device).type, tile_size))
+        tiles_tried.append((torch.device(device).type, tile_size[0]))
         if torch.device(device).type == "cuda":
+            progress(0.5)  # half-way, then out of memory
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        progress(0.25)
+        progress(1.0)
         return volume.copy()
 
     monkeypatch.setattr(denoiser_module, "sliding_window_inference", fake_tiled)
     denoiser = Denoiser(load_model(tiny_model_file), device="cpu", tile_size=128)
     denoiser.device = torch.device("cuda")  # pretend: the fake never touches a GPU
-    result = denoiser.denoise(_mr())
+    reported = []
+    result = denoiser.denoise(_mr(), progress=reported.append)
     assert tiles_tried == [("cuda", 128), ("cuda", 64), ("cuda", 32), ("cpu", 160)]
     assert result.device == "cpu"
     assert any("retrying with 64³ tiles" in m for m in result.messages)
     assert any("finishing on the CPU" in m for m in result.messages)
+    # Progress never goes back across the retries, and ends at 1.
+    assert reported == sorted(reported) and reported[-1] == pytest.approx(1.0)
+    # The Denoiser stays usable: the next volume runs on the CPU straight away, with the network there.
+    assert denoiser.device.type == "cpu"
+    assert next(denoiser.network.parameters()).device.type == "cpu"
+    tiles_tried.clear()
+    second = denoiser.denoise(_mr(seed=1))
+    assert tiles_tried == [("cpu", 160)] and second.device == "cpu" and not second.messages
+
+
+def test_2d_image_runs_as_one_flat_tile_and_matches_the_slice_first_order(tiny_model_file, monkeypatch):
+    """A 2D image costs what a volume of its voxel count costs: one flat tile with the slice axis last
+    (fast on the CPU) instead of many thin tiles, and the same result up to float rounding."""
+    from MedicalDenoiseLib.inference import denoiser as denoiser_module
+
+    image = Volume((phantom((1, 150, 170))[0] * 800).astype(np.float32), Geometry((0.3, 0.3), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0)),
+                   source="frame")
+    calls = []
+    real = denoiser_module.sliding_window_inference
+
+    def counting(volume, predictor, **kwargs):
+        calls.append(volume.shape)
+        return real(volume, lambda tile: (calls.append(tuple(tile.shape)), predictor(tile))[1], **kwargs)
+
+    monkeypatch.setattr(denoiser_module, "sliding_window_inference", counting)
+    denoiser = Denoiser(load_model(tiny_model_file), device="cpu", tile_size=64)  # a 64³ tile: 262,144 voxels
+    fast = denoiser.denoise(image, strength=20.0).volume.array
+    assert calls == [(150, 170, 1), (1, 1, 150, 170, 2)]  # slice axis last, one flat tile of 51,000 voxels
+    calls.clear()
+    monkeypatch.setattr(denoiser_module, "_THIN_DEPTH", 0)  # the slice-first order...
+    denoiser.denoise(image, strength=20.0)
+    assert len(calls) > 5  # ...cuts the image into many thin tiles
+    whole = Denoiser(load_model(tiny_model_file), device="cpu", tile_size=192)  # ...or, untiled,
+    slow = whole.denoise(image, strength=20.0).volume.array
+    np.testing.assert_allclose(fast, slow, atol=1e-3)  # gives the same image
+
+
+def test_depth_last_network_is_the_same_function(tiny_model_file):
+    import torch
+
+    from MedicalDenoiseLib.models.networks.axis_order import depth_last
+
+    network = load_model(tiny_model_file).network
+    moved = depth_last(network)
+    x = torch.rand(1, 1, 4, 12, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = network(x, 0.05)
+        got = moved(x.permute(0, 1, 3, 4, 2).contiguous(), 0.05).permute(0, 1, 4, 2, 3)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(expected, x, atol=1e-3)  # the comparison is between outputs that do something

@@ -5,6 +5,7 @@ file or node → array + geometry → normalise → tiled network → denormalis
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -12,15 +13,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .devices import resolve_device
 from ..errors import InputError
-from ..models.model_files import LoadedModel
-from .noise_estimation import estimate_noise_sigma
-from .robust import fill_non_finite
-from .normalization import MODALITIES, IntensityNormalizer, guess_modality
-from ..models.registry import open_model
-from .tiling import sliding_window_inference
 from ..io.volume import Volume
+from ..models.model_files import LoadedModel
+from ..models.networks.axis_order import depth_last
+from ..models.registry import open_model
+from .devices import resolve_device
+from .noise_estimation import estimate_noise_sigma
+from .normalization import MODALITIES, IntensityNormalizer, ct_padding_value, guess_modality
+from .robust import fill_non_finite
+from .tiling import sliding_window_inference
 
 __all__ = ["STRENGTHS", "DenoiseResult", "Denoiser", "parse_strength"]
 
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 # Named strengths scale the estimated noise level the network is told about.
 STRENGTHS = {"mild": 0.6, "standard": 1.0, "strong": 1.6}
 _MIN_TILE = 32
+_THIN_DEPTH = 16  # volumes with at most this many slices run with the slice axis last
+_AIR_HU = -1000.0
 
 
 def parse_strength(value: str | float) -> str | float:
@@ -95,7 +99,7 @@ class Denoiser:
     ) -> None:
         self.model = model if isinstance(model, LoadedModel) else open_model(model)
         self.device = resolve_device(device)
-        self.tile_size = tile_size or (160 if self.device.type == "cpu" else 192)
+        self.tile_size = tile_size or _default_tile(self.device)
         if self.tile_size < _MIN_TILE:
             raise ValueError(f"tile size must be >= {_MIN_TILE} voxels, got {self.tile_size}")
         self.overlap = overlap
@@ -104,6 +108,7 @@ class Denoiser:
         if self.device.type == "cpu":
             # oneDNN's 3D convolutions run about twice as fast in channels-last layout.
             self.network = self.network.to(memory_format=torch.channels_last_3d)
+        self._depth_last_network: torch.nn.Module | None = None
 
     @property
     def name(self) -> str:
@@ -150,6 +155,11 @@ class Denoiser:
                 "the output holds denoised finite values there"
             )
         chosen = guess_modality(work, volume.modality if modality == "auto" else modality)
+        padding = ct_padding_value(work) if chosen == "ct" else None
+        if padding is not None:
+            # Out-of-field voxels are no image: the network sees air there, and they come back unchanged.
+            outside = work == np.float32(padding)
+            work = np.where(outside, np.float32(_AIR_HU), work)
         normalizer = IntensityNormalizer.fit(work, chosen)
         if float(work.max()) == float(work.min()):
             messages.append("the image is constant: returned unchanged")
@@ -173,6 +183,8 @@ class Denoiser:
         output = output.reshape(array.shape)
         output *= np.float32(normalizer.scale)
         output += np.float32(normalizer.offset)
+        if padding is not None:
+            output[outside.reshape(array.shape)] = np.float32(padding)
         return DenoiseResult(
             volume=volume.with_array(output),
             estimated_sigma=estimated * normalizer.scale,
@@ -183,8 +195,29 @@ class Denoiser:
             messages=messages,
         )
 
-    def _predictor(self, level: float, device: torch.device):
-        network = self.network
+    def _network(self, depth_last_order: bool) -> torch.nn.Module:
+        """The network, or its copy for inputs whose thin first axis was moved last (built once)."""
+        if not depth_last_order:
+            return self.network
+        if self._depth_last_network is None:
+            moved = depth_last(self.network)
+            if self.device.type == "cpu":
+                moved = moved.to(memory_format=torch.channels_last_3d)
+            self._depth_last_network = moved
+        return self._depth_last_network
+
+    def _move_to(self, device: torch.device) -> None:
+        """Puts the network on ``device`` and makes it this Denoiser's device for every later call."""
+        self.device = device
+        self.tile_size = _default_tile(device)
+        self.network = self.network.to(device)
+        if device.type == "cpu":
+            self.network = self.network.to(memory_format=torch.channels_last_3d)
+        self._depth_last_network = None
+
+    def _predictor(self, level: float, depth_last_order: bool):
+        network = self._network(depth_last_order)
+        device = self.device
         use_amp = device.type == "cuda"
         channels_last = device.type == "cpu"
 
@@ -208,24 +241,71 @@ class Denoiser:
         return predict_flipped
 
     def _run_tiled(self, volume, level, progress, cancel, messages) -> tuple[np.ndarray, str]:
-        """Runs the tiles, shrinking them on GPU out-of-memory and falling back to the CPU at the end."""
-        device, tile = self.device, self.tile_size
+        """Runs the tiles, halving them on GPU out-of-memory; in the end this Denoiser moves to the CPU.
+
+        A thin volume (a 2D image is one slice) runs with its first axis moved last: same result, several
+        times faster on the CPU (see :mod:`..models.networks.axis_order`), and in tiles as large in-plane
+        as a cube tile holds voxels, so a 2D image costs about what a volume of its voxel count does.
+        """
         multiple = self.model.card.network.size_multiple
+        thin = volume.shape[0] <= _THIN_DEPTH
+        work = np.ascontiguousarray(volume.transpose(1, 2, 0)) if thin else volume
+        report = _ProgressAcrossRetries(progress)
+        tile = self.tile_size
         while True:
             try:
-                out = sliding_window_inference(
-                    volume, self._predictor(level, device), tile_size=tile, overlap=min(self.overlap, tile // 4),
-                    size_multiple=multiple, device=device, progress=progress, cancel=cancel,
+                overlap = min(self.overlap, tile // 4)
+                output = sliding_window_inference(
+                    work, self._predictor(level, thin), tile_size=_tile_shape(work.shape, tile, thin, multiple),
+                    overlap=(overlap, overlap, 0) if thin else overlap, size_multiple=multiple,
+                    device=self.device, progress=report, cancel=cancel,
                 )
-                return out, str(device)
+                break
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
-                if tile // 2 >= _MIN_TILE:
+                report.restart()
+                if self.device.type != "cpu" and tile // 2 >= _MIN_TILE:
                     tile //= 2
                     messages.append(f"GPU out of memory: retrying with {tile}³ tiles")
                     log.warning(messages[-1])
                     continue
+                if self.device.type == "cpu":
+                    raise
                 messages.append("GPU out of memory even with small tiles: finishing on the CPU (slower)")
                 log.warning(messages[-1])
-                device, tile = torch.device("cpu"), 160
-                self.network = self.network.to(device)
+                self._move_to(torch.device("cpu"))
+                tile = self.tile_size
+        if thin:
+            output = np.ascontiguousarray(output.transpose(2, 0, 1))
+        return output, str(self.device)
+
+
+def _default_tile(device: torch.device) -> int:
+    return 160 if device.type == "cpu" else 192
+
+
+def _tile_shape(shape: tuple[int, int, int], tile: int, thin: bool, multiple: int) -> tuple[int, int, int]:
+    """Per-axis tile sizes: a cube, or for a thin volume (thin axis last) as many voxels in a flat tile."""
+    if not thin:
+        return (tile, tile, tile)
+    depth = max(-(-shape[2] // multiple) * multiple, multiple)
+    edge = max(tile, int(math.sqrt(tile**3 / depth)))
+    return (edge, edge, depth)
+
+
+class _ProgressAcrossRetries:
+    """Reports progress that never goes back: a retry (smaller tiles, the CPU) continues from where the
+    previous attempt had got to and fills the rest of the bar."""
+
+    def __init__(self, callback: Callable[[float], None] | None) -> None:
+        self._callback = callback
+        self._start = 0.0
+        self._last = 0.0
+
+    def restart(self) -> None:
+        self._start = self._last
+
+    def __call__(self, fraction: float) -> None:
+        self._last = self._start + (1.0 - self._start) * fraction
+        if self._callback is not None:
+            self._callback(self._last)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MODALITIES", "IntensityNormalizer", "guess_modality"]
+__all__ = ["MODALITIES", "IntensityNormalizer", "guess_modality", "ct_padding_value"]
 
 MODALITIES = ("ct", "mr", "us")
 
@@ -19,6 +19,10 @@ _CT_OFFSET = -1000.0
 _CT_SCALE = 2000.0
 _UPPER_PERCENTILE = 99.5
 _LOWER_PERCENTILE = 0.5
+# CT scanners mark voxels outside the reconstructed field with one value far below air (−1024 HU is air's
+# floor; −2000, −3024 and −32768 are common markers).
+_PADDING_BELOW = -1500.0
+_PADDING_MIN_FRACTION = 0.001
 _MAX_SAMPLES = 1 << 22  # percentiles from at most ~4 M evenly strided voxels: same answer, far less memory
 
 
@@ -30,13 +34,29 @@ def _finite_sample(array: np.ndarray) -> np.ndarray:
     return sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
 
 
+def ct_padding_value(array: np.ndarray) -> float | None:
+    """The value marking a CT's out-of-field voxels: the minimum, when it lies far below air (≤ −1500) and
+    fills at least 0.1 % of the image; None when there is no such marker."""
+    sample = _finite_sample(array)
+    if sample.size == 0:
+        return None
+    minimum = float(sample.min())
+    if minimum > _PADDING_BELOW or np.count_nonzero(sample == minimum) < _PADDING_MIN_FRACTION * sample.size:
+        return None
+    return minimum
+
+
 def guess_modality(array: np.ndarray, tagged: str | None = None) -> str:
     """The modality to normalise for: the file's tag when known, else CT when the intensities look like
-    Hounsfield units (air below −500 and tissue above it), else "mr" (percentile scaling, right for US too).
+    Hounsfield units (air below −500 and tissue above it, out-of-field padding left out), else "mr"
+    (percentile scaling, right for US too).
     """
     if tagged in MODALITIES:
         return tagged
     finite = _finite_sample(array)
+    padding = ct_padding_value(finite)
+    if padding is not None:
+        finite = finite[finite != padding]
     if finite.size == 0:
         return "mr"
     low, high = np.percentile(finite, [1, 99])

@@ -60,7 +60,7 @@ def sliding_window_inference(
     volume: np.ndarray,
     predictor: Predictor,
     tile_size: int | Sequence[int] = 160,
-    overlap: int = 16,
+    overlap: int | Sequence[int] = 16,
     size_multiple: int = 1,
     blending: str = "gaussian",
     device: torch.device | str = "cpu",
@@ -73,7 +73,7 @@ def sliding_window_inference(
         volume: ``(D, H, W)`` float32 array on the CPU.
         predictor: maps a ``(1, 1, d, h, w)`` tensor on ``device`` to a tensor of the same shape.
         tile_size: the largest tile, one size or one per axis; rounded up to ``size_multiple``.
-        overlap: least overlap between tiles in voxels; must be smaller than every tile.
+        overlap: least overlap between tiles in voxels, one value or one per axis; smaller than the tile.
         size_multiple: every tile size is a multiple of this (the network's downsampling factor); the
             volume is padded by mirroring to fit and cropped back.
         blending: "gaussian" (weights fall off towards tile borders) or "constant" (plain average).
@@ -96,15 +96,16 @@ def sliding_window_inference(
     if len(tiles) != 3 or min(tiles) < size_multiple or min(tiles) < 1:
         raise ValueError(f"tile_size must be >= {max(size_multiple, 1)} per axis, got {tile_size}")
     tiles = tuple(_round_up(int(t), size_multiple) for t in tiles)
-    if overlap < 0 or overlap >= min(tiles):
-        raise ValueError(f"overlap must be in [0, {min(tiles)}) voxels, got {overlap}")
 
     # Pad to a multiple of the network's factor (and at least one multiple) by mirroring.
     padded_shape = [max(_round_up(n, size_multiple), size_multiple) for n in volume.shape]
+    overlaps = (overlap,) * 3 if np.isscalar(overlap) else tuple(overlap)
+    if len(overlaps) != 3 or any(o < 0 or o >= t for o, t in zip(overlaps, tiles)):
+        raise ValueError(f"overlap must be in [0, tile) voxels on each axis (tiles {tiles}), got {overlap}")
     pad = [(0, p - n) for n, p in zip(volume.shape, padded_shape)]
     padded = np.pad(volume, pad, mode="symmetric") if any(after for _, after in pad) else volume
 
-    axes = [tile_starts(n, t, overlap) for n, t in zip(padded_shape, tiles)]
+    axes = [tile_starts(n, t, o) for n, t, o in zip(padded_shape, tiles, overlaps)]
     sizes = [_round_up(size, size_multiple) for size, _ in axes]
     starts = [[min(s, n - size) for s in st] for (_, st), size, n in zip(axes, sizes, padded_shape)]
     axis_weights = [_axis_weight(size, blending) for size in sizes]
