@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from MedicalDenoiseLib.evaluation.metrics import psnr
+from MedicalDenoiseLib.inference.normalization import IntensityNormalizer
+from MedicalDenoiseLib.io.reading import read_volume
 from MedicalDenoiseLib.models.model_files import load_model
 from training.config import config_from_dict
 from training.init_model import initial_network
@@ -30,37 +33,64 @@ def test_every_mode_trains_validates_and_checkpoints(capsys, tmp_path, mode):
     rows = read_log(run)
     assert [int(r["step"]) for r in rows] == [2, 4]
     assert all(np.isfinite(float(r["loss"])) for r in rows)
-    metric = "val_n2n" if mode == "self-supervised" else "val_psnr"
-    assert float(rows[-1][metric]) > 0
     assert (run / "checkpoint.pt").exists() and (run / "best.pt").exists() and (run / "config.yaml").exists()
     assert any((run / "tensorboard").iterdir())
     state = torch.load(run / "checkpoint.pt", weights_only=True)
+    # The log reports the validation the checkpoint holds, of the weights at that step.
+    metric = "val_n2n" if mode == "self-supervised" else "val_psnr"
+    assert state["metrics"]["last"]["step"] == 4
+    assert float(rows[-1][metric]) == pytest.approx(state["metrics"]["last"][metric], rel=1e-5)
+    if mode != "self-supervised":
+        # The noisy input's PSNR, computed here from what was added: Gaussian or Rician noise of SD 0.05
+        # (TINY's validation.sigmas) on data range 1, or the pairs' own noise in the normalised units.
+        expected = _paired_input_psnr(data) if paired else 20 * np.log10(1 / 0.05)
+        assert float(rows[-1]["val_psnr_input"]) == pytest.approx(expected, abs=0.5)
     assert state["step"] == 4 and state["split"]["validation"] == ["case2.nii.gz" if paired else "case2.nrrd"]
     assert state["network_config"]["architecture"] == ("gan_generator" if mode == "gan" else "residual_autoencoder")
     if mode == "gan":
         assert "discriminator" in state["mode"]
 
 
+def _paired_input_psnr(data) -> float:
+    """PSNR of the held-out noisy volume against its clean partner, both normalised as the noisy one fits."""
+    noisy = read_volume(data / "noisy" / "case2.nii.gz").array.astype(np.float32)
+    clean = read_volume(data / "clean" / "case2.nrrd").array.astype(np.float32)
+    normalizer = IntensityNormalizer.fit(noisy, "mr")
+    return psnr(normalizer.normalize(clean), normalizer.normalize(noisy), 1.0)
+
+
 @pytest.mark.parametrize("mode", ["synthetic", "self-supervised"])
 def test_loss_falls_when_learning_is_trivial(capsys, tmp_path, mode):
-    """Smooth phantoms, white Gaussian noise, no augmentation: a few dozen steps must cut the loss clearly."""
+    """Smooth phantoms, white Gaussian noise, no augmentation: a few dozen steps must cut the loss clearly and
+    denoise the held-out volume."""
     noisy = mode == "self-supervised"
-    data = make_volumes(tmp_path / "data", 2, noise=0.08 if noisy else 0.0)
+    data = make_volumes(tmp_path / "data", 3, noise=0.08 if noisy else 0.0)  # case2 is held out
     config = write_config(tmp_path, noise={"kinds": {"mr": ["gaussian"]}, "sigma_range": [0.06, 0.1], "weight_floor": 0},
                           augment={"flips": False, "intensity_scale": [1, 1], "anisotropy": 0, "bias_field": 0,
                                    "motion": 0, "ghosting": 0},
                           optim={"lr": 0.01, "warmup_steps": 0, "min_lr_ratio": 1.0},
-                          validation={"fraction": 0}, run={"log_every": 10})
+                          validation={"every": 50, "sigmas": [0.08]}, run={"log_every": 10})
     code, _, err = run_train(capsys, "--config", config, "--data", data, "--mode", mode, "--max-steps", 150,
                              "--out", tmp_path / "run")
     assert code == 0, err
     # Each row is the mean over its 10 steps. Self-supervised: the reconstruction term estimates the MSE to the
     # clean image (+ σ²); its regulariser is zero for an identity network, so the total need not fall.
-    losses = [float(r["reconstruction" if noisy else "loss"]) for r in read_log(tmp_path / "run")]
+    rows = read_log(tmp_path / "run")
+    losses = [float(r["reconstruction" if noisy else "loss"]) for r in rows]
     first, last = losses[0], losses[-1]
     assert last < (0.75 if noisy else 0.5) * first, (first, last)
-    if not noisy:
+    validated = [r for r in rows if r.get("val_n2n" if noisy else "val_psnr")]
+    assert [int(r["step"]) for r in validated] == [50, 100, 150]
+    if noisy:
+        # The held-out Neighbor2Neighbor loss (no clean reference) falls as the network learns, well below the
+        # ~2 an identity network scores (|g1 - g2|² holds the noise of both neighbours; it is divided by σ²).
+        scores = [float(r["val_n2n"]) for r in validated]
+        assert scores[-1] < scores[0] and scores[-1] < 1.5, scores
+    else:
         assert last < 0.8, losses  # 1.0 is what an identity network scores under 1/σ² weighting: this denoises
+        # On the held-out volume the output is clearly closer to the clean image than the noisy input was.
+        gains = [float(r["val_psnr"]) - float(r["val_psnr_input"]) for r in validated]
+        assert gains[-1] > 1.5 and gains[-1] > gains[0] + 1.0, gains
 
 
 def test_gan_generator_starts_as_the_autoencoder(tiny_model_file):

@@ -8,6 +8,7 @@ import numpy as np
 
 from MedicalDenoiseLib.io.reading import read_volume
 from MedicalDenoiseLib.inference.noise_estimation import estimate_noise_sigma
+from MedicalDenoiseLib.inference.robust import fill_non_finite
 from MedicalDenoiseLib.inference.normalization import IntensityNormalizer, guess_modality
 
 from .config import DataConfig
@@ -61,10 +62,7 @@ def _as_3d_float(array: np.ndarray) -> np.ndarray:
     array = np.asarray(array, dtype=np.float32)
     if array.ndim == 2:
         array = array[None]
-    finite = np.isfinite(array)
-    if not finite.all():
-        array = np.where(finite, array, np.median(array[finite]) if finite.any() else 0.0).astype(np.float32)
-    return array
+    return fill_non_finite(array)[0]  # NaN/inf voxels take the median, as the denoiser fills them
 
 
 def load_volume(source: VolumeSource, data: DataConfig) -> TrainingVolume:
