@@ -44,16 +44,21 @@ def write_config(folder: Path, **changes) -> Path:
 
 
 def make_volumes(
-    folder: Path, count: int = 3, noise: float = 0.0, ext: str = ".nrrd", shape=SHAPE, first_seed: int = 0
+    folder: Path, count: int = 3, noise: float = 0.0, ext: str = ".nrrd", shape=SHAPE, first_seed: int = 0,
+    names: tuple[str, ...] = (),
 ) -> Path:
-    """``count`` MR-like phantoms (0–400) on an oblique grid, optionally with Gaussian noise (fraction of 400)."""
+    """``count`` MR-like phantoms (0–400) on an oblique grid, optionally with Gaussian noise (fraction of 400).
+
+    Files are ``case<seed><ext>``, or ``names`` (one volume each, the format from the extension) when given.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
+    names = names or tuple(f"case{first_seed + i}{ext}" for i in range(count))
+    for i, name in enumerate(names):
         seed = first_seed + i
         image = phantom(shape, seed=seed) * 400
         if noise:
             image = image + np.random.default_rng(100 + seed).normal(0, noise * 400, shape)
-        write_volume(Volume(image.astype(np.float32), oblique_geometry()), folder / f"case{seed}{ext}")
+        write_volume(Volume(image.astype(np.float32), oblique_geometry()), folder / name)
     return folder
 
 

@@ -38,6 +38,8 @@ class DataConfig:
         batch_size: patches per step (per process under torchrun).
         modality: "auto" (DICOM tag, else the intensities: CT or MR), or "ct", "mr", "us" for all volumes.
         modality_patterns: file-name glob → modality, checked before ``modality`` (e.g. ``{"us_*": "us"}``).
+        include: names (relative to the data folder) or globs of the volumes to use; empty: every volume. Each
+            must match a volume, so a recipe that names its volumes cannot silently train on fewer.
         exclude: file names (relative to the data folder) or globs to leave out.
         foreground_threshold: a voxel is foreground when its normalised intensity is above this.
         foreground_probability: chance that a patch is centred on foreground (else anywhere).
@@ -51,6 +53,7 @@ class DataConfig:
     batch_size: int = 4
     modality: str = "auto"
     modality_patterns: dict[str, str] = field(default_factory=dict)
+    include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     foreground_threshold: float = 0.05
     foreground_probability: float = 0.9
@@ -64,6 +67,7 @@ class DataConfig:
             raise ConfigError(f"data.modality_patterns must map globs to modalities, got {self.modality_patterns!r}")
         for glob, modality in self.modality_patterns.items():
             check_choice(f"data.modality_patterns[{glob!r}]", modality, MODALITIES)
+        set_field(self, "include", tuple(str(e) for e in self.include))
         set_field(self, "exclude", tuple(str(e) for e in self.exclude))
         set_field(self, "foreground_threshold", check_number("data.foreground_threshold", self.foreground_threshold))
         probability = check_number("data.foreground_probability", self.foreground_probability, 0, 1)

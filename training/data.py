@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from MedicalDenoiseLib.io.formats import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file
+from MedicalDenoiseLib.io.formats import (
+    DICOM_EXTENSIONS, IMAGE_EXTENSIONS, SUPPORTED_DESCRIPTION, file_extension, is_dicom_file, is_dicom_folder,
+    is_image_file,
+)
 
 from .errors import DataError
 
 __all__ = ["VolumeSource", "find_volumes", "find_pairs", "split_by_volume", "matches_any", "volume_stem"]
 
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-_IMAGE_SUFFIXES = (".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd", ".png", ".tiff", ".tif", *_DICOM_SUFFIXES)
 PAIRED_FOLDERS = ("noisy", "clean")
 
 
@@ -41,27 +42,14 @@ class VolumeSource:
 
 def volume_stem(name: str) -> str:
     """The name without its image extension: pairs are matched on this (``a.nii.gz`` ~ ``a.nrrd``)."""
-    lower = name.lower()
-    for suffix in _IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    extension = file_extension(Path(name))
+    return name[: -len(extension)] if extension in IMAGE_EXTENSIONS + DICOM_EXTENSIONS else name
 
 
 def matches_any(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
     """True when ``name`` (or its last part) equals or glob-matches one of ``patterns``."""
     base = name.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(base, p) for p in patterns)
-
-
-def _is_dicom_file(path: Path) -> bool:
-    if path.name.lower().endswith(_DICOM_SUFFIXES):
-        return True
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
 
 
 def _check_folder(folder: Path, flag: str) -> None:
@@ -71,16 +59,19 @@ def _check_folder(folder: Path, flag: str) -> None:
         raise DataError(f"{flag} {folder}: not a folder (give the folder that holds the volumes)")
 
 
-def find_volumes(folder: str | os.PathLike, exclude: tuple[str, ...] = (), flag: str = "--data") -> list[VolumeSource]:
-    """Every volume under ``folder``, sorted by name.
+def find_volumes(
+    folder: str | os.PathLike, exclude: tuple[str, ...] = (), flag: str = "--data", include: tuple[str, ...] = ()
+) -> list[VolumeSource]:
+    """Every volume under ``folder`` (or those ``include`` names), sorted by name.
 
     Args:
         folder: the data folder.
         exclude: names or globs to leave out.
         flag: how the folder was given, for messages.
+        include: names or globs of the volumes to keep (empty: all); each must match at least one volume.
 
     Raises:
-        DataError: the folder is missing, not a folder, or holds no volume.
+        DataError: the folder is missing, not a folder, holds no volume, or none for an ``include`` entry.
     """
     root = Path(folder)
     _check_folder(root, flag)
@@ -88,27 +79,36 @@ def find_volumes(folder: str | os.PathLike, exclude: tuple[str, ...] = (), flag:
     for current, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         here = Path(current)
-        dicom_here = any(_is_dicom_file(here / f) for f in files) and is_dicom_folder(here)
+        dicom_here = any(is_dicom_file(here / f) for f in files) and is_dicom_folder(here)
         if dicom_here and here != root:
             found.append(VolumeSource(here.relative_to(root).as_posix(), here))
         for name in sorted(files):
             path = here / name
             if name.startswith(".") or not is_image_file(path):
                 continue
-            if dicom_here and _is_dicom_file(path):
+            if dicom_here and is_dicom_file(path):
                 continue
             found.append(VolumeSource(path.relative_to(root).as_posix(), path))
         if dicom_here and here == root:
             found.append(VolumeSource(".", here))
-    volumes = [v for v in found if not matches_any(v.name, exclude)]
+    names = [v.name for v in found]
+    unmatched = [p for p in include if not any(matches_any(n, (p,)) for n in names)]
+    if unmatched:
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        raise DataError(f"data.include {unmatched} match none of the volumes in {flag} {root}: {shown or 'none'}")
+    volumes = [v for v in found if (not include or matches_any(v.name, include)) and not matches_any(v.name, exclude)]
     if not volumes:
-        left_out = f" ({len(found)} left out by data.exclude)" if found else ""
+        left_out = f" ({len(found)} left out by data.{'include and data.' if include else ''}exclude)" if found else ""
         raise DataError(f"{flag} {root}: holds no volumes{left_out}; supported: {SUPPORTED_DESCRIPTION}")
     return sorted(volumes, key=lambda v: v.name)
 
 
-def find_pairs(folder: str | os.PathLike, exclude: tuple[str, ...] = (), flag: str = "--data") -> list[VolumeSource]:
+def find_pairs(
+    folder: str | os.PathLike, exclude: tuple[str, ...] = (), flag: str = "--data", include: tuple[str, ...] = ()
+) -> list[VolumeSource]:
     """Noisy/clean pairs from ``folder/noisy`` and ``folder/clean``, matched by name without extension.
+
+    ``include`` and ``exclude`` apply to both sides alike (globs such as ``case7.*`` match both).
 
     Raises:
         DataError: a missing sub-folder, an empty one, or volumes without a partner (listed).
@@ -119,8 +119,8 @@ def find_pairs(folder: str | os.PathLike, exclude: tuple[str, ...] = (), flag: s
     if missing:
         raise DataError(f"{flag} {root}: paired data needs sub-folders noisy/ and clean/ with matching file names; "
                         f"missing: {', '.join(m + '/' for m in missing)}")
-    noisy = {volume_stem(v.name): v for v in find_volumes(root / "noisy", exclude, f"{flag} (noisy/)")}
-    clean = {volume_stem(v.name): v for v in find_volumes(root / "clean", exclude, f"{flag} (clean/)")}
+    noisy = {volume_stem(v.name): v for v in find_volumes(root / "noisy", exclude, f"{flag} (noisy/)", include)}
+    clean = {volume_stem(v.name): v for v in find_volumes(root / "clean", exclude, f"{flag} (clean/)", include)}
     problems = []
     for side, these, others in (("noisy", noisy, clean), ("clean", clean, noisy)):
         lonely = sorted(these[k].name for k in set(these) - set(others))

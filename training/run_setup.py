@@ -106,7 +106,7 @@ def load_data(
             run's volumes missing from the folder.
     """
     paired = batch_source(config) == "paired"
-    sources = (find_pairs if paired else find_volumes)(folder, config.data.exclude)
+    sources = (find_pairs if paired else find_volumes)(folder, config.data.exclude, include=config.data.include)
     by_name = {s.name: s for s in sources}
     if split is None:
         held_out = config.validation.volumes
