@@ -53,7 +53,19 @@ def test_quality_writes_a_table_with_foreground_ssim_and_a_two_row_png(quality, 
     assert pixels.shape[0] == 2 * 24 + 4  # images above residuals
 
 
-def test_quality_skips_missing_files_with_a_note(quality, tmp_path, capsys):
+def test_quality_skips_missing_files_with_a_note(quality, tmp_path, capsys, tiny_model_file):
+    write_phantom(tmp_path / "mr_brain_t1gd_brain2_pyradiomics.nrrd", shape=(8, 24, 24), noise=0.0)
+    out = tmp_path / "bench.md"
+    quality.main(["--volumes", "brain2", "ct-abdomen", "--data", str(tmp_path), "--settings", "gaussian:0.05",
+                  "--skip", "bm4d", "non-local", "dipy", "total", "diffusion", "--model", str(tiny_model_file),
+                  "--out", str(out)])
+    assert "ct_abdomen_3mm_totalseg.nii.gz` not found" in capsys.readouterr().err  # said at once...
+    text = out.read_text()
+    assert "Volumes not run:" in text and "ct_abdomen_3mm_totalseg.nii.gz` not found" in text  # ...and in the doc
+    assert "mr_brain_t1gd_brain2" in text  # the volume that exists was still run
+
+
+def test_quality_stops_when_no_volume_exists(quality, tmp_path):
     with pytest.raises(SystemExit, match="not found in"):
         quality.main(["--volumes", "brain2", "--data", str(tmp_path), "--skip", "model"])
 

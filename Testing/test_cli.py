@@ -52,7 +52,7 @@ def test_denoise_file_keeps_geometry_and_type_and_leaves_input_alone(capsys, tmp
     hu = phantom(low=-1000, high=1500) + np.random.default_rng(0).normal(0, 30, (19, 26, 23))
     hu = np.rint(hu).astype(np.int16)
     hu[0, 0, 0], hu[0, 0, 1] = -32768, 32767
-    source = _write(tmp_path / "ct.mha", hu, modality="ct")  # MetaImage stores geometry losslessly
+    source = _write(tmp_path / "scan.mha", hu, modality="ct")  # MetaImage stores geometry losslessly
     before = _sha(source)
     code, out, err = _run(capsys, "denoise", source, tmp_path / "out.mha", "--model", tiny_model_file,
                           "--preview", tmp_path / "p.png")
@@ -62,7 +62,7 @@ def test_denoise_file_keeps_geometry_and_type_and_leaves_input_alone(capsys, tmp
     assert result.array.dtype == np.int16 and result.array.shape == original.array.shape
     assert result.geometry == original.geometry
     assert result.array.min() < -500
-    assert (tmp_path / "p.png").exists() and "ct" in out
+    assert (tmp_path / "p.png").exists() and "out.mha: ct, noise SD" in out  # the modality it chose
 
 
 def test_shipped_model_from_the_console(capsys, tmp_path, noisy_nrrd):
@@ -120,6 +120,53 @@ def test_dicom_series_in_and_out(capsys, tmp_path, tiny_model_file, ct_volume):
     np.testing.assert_allclose(result.geometry.origin, original.geometry.origin, atol=1e-4)
     assert result.metadata["0020|000e"] != original.metadata["0020|000e"]
     assert result.metadata["0020|000d"] == original.metadata["0020|000d"]
+
+
+def test_overwrite_replaces_a_dicom_series_only_when_asked(capsys, tmp_path, tiny_model_file, ct_volume):
+    series, target = tmp_path / "series", tmp_path / "denoised_series"
+    write_volume(ct_volume, series)
+    assert _run(capsys, "denoise", series, target, "--model", tiny_model_file)[0] == 0
+    first_uid = read_volume(target).metadata["0020|000e"]
+    code, _, err = _run(capsys, "denoise", series, target, "--model", tiny_model_file)
+    _assert_refused(code, err, "already exists", "--overwrite")
+    code, _, err = _run(capsys, "denoise", series, target, "--model", tiny_model_file, "--overwrite")
+    assert code == 0, err
+    replaced = read_volume(target)
+    assert replaced.metadata["0020|000e"] != first_uid  # a new series, not a mix of old and new files
+    assert len(list(target.iterdir())) == ct_volume.array.shape[0]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_overwrite_never_replaces_a_folder_holding_other_files(capsys, tmp_path, tiny_model_file, ct_volume):
+    series, target = tmp_path / "series", tmp_path / "mine"
+    write_volume(ct_volume, series)
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me", encoding="utf-8")
+    code, _, err = _run(capsys, "denoise", series, target, "--model", tiny_model_file, "--overwrite")
+    _assert_refused(code, err, "not DICOM")
+    assert (target / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_a_batch_that_writes_nothing_leaves_no_output_folder(capsys, tmp_path, tiny_model_file):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for name in ("a.nrrd", "b.nrrd"):
+        (folder / name).write_bytes(b"not an image")
+    code, _, err = _run(capsys, "denoise", folder, tmp_path / "outputs", "--model", tiny_model_file)
+    assert code == 1 and "2 of 2 inputs failed" in err
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_refused_batch_leaves_no_output_folder(capsys, tmp_path, tiny_model_file, noisy_nrrd):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    _write(folder / "v.nrrd", np.zeros((4, 6, 6), np.float32) + 1)
+    code, _, err = _run(capsys, "denoise", folder, tmp_path / "missing" / "outputs", "--model", tiny_model_file)
+    _assert_refused(code, err, "does not exist")
+    assert not (tmp_path / "missing").exists()
+    code, _, err = _run(capsys, "denoise", folder, tmp_path / "outputs", "--model", "no-such-model")
+    _assert_refused(code, err, "unknown model")
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_folder_of_inputs_continues_past_a_bad_file(capsys, tmp_path, tiny_model_file):

@@ -71,10 +71,12 @@ def _jobs(args) -> list[tuple[Path, Path]]:
         raise OutputError(f"{args.output}: output folder is the input folder; choose another")
     if args.output.exists() and not args.output.is_dir():
         raise OutputError(f"{args.output}: INPUT is a folder, so OUTPUT must be a folder")
-    args.output.mkdir(exist_ok=True)
+    if not args.output.parent.exists():
+        raise OutputError(f"{args.output}: folder {args.output.parent} does not exist")
     jobs = [(entry, args.output / entry.name) for entry in entries]
-    for source, target in jobs:
-        _check_output(source, target, args.overwrite)
+    if args.output.exists():
+        for source, target in jobs:
+            _check_output(source, target, args.overwrite)
     return jobs
 
 
@@ -85,7 +87,7 @@ def _denoise_one(denoiser: Denoiser, source: Path, target: Path, args, label: st
         result = denoiser.denoise(volume, strength=args.strength, modality=args.modality, progress=progress)
     finally:
         progress.close()
-    write_volume(result.volume, target, reference=volume)
+    write_volume(result.volume, target, reference=volume, overwrite=args.overwrite)
     for message in result.messages:
         print(f"medical-denoise: note: {source}: {message}", file=sys.stderr)
     print(f"{source} -> {target}: {result.modality}, noise SD {result.estimated_sigma:.4g} estimated, "
@@ -99,16 +101,24 @@ def _denoise_one(denoiser: Denoiser, source: Path, target: Path, args, label: st
 def run(args) -> int:
     args.jobs = _jobs(args)
     denoiser = Denoiser(args.model, device=args.device, tile_size=args.tile, flips=args.flips)
+    batch_folder = args.output if args.input.is_dir() and args.jobs[0][0] != args.input else None
+    created = batch_folder is not None and not batch_folder.exists()
+    if created:
+        batch_folder.mkdir()
     failures = 0
-    for index, (source, target) in enumerate(args.jobs, 1):
-        label = f"[{index}/{len(args.jobs)}] {source.name}" if len(args.jobs) > 1 else source.name
-        try:
-            _denoise_one(denoiser, source, target, args, label)
-        except MedicalDenoiseError as exc:
-            if len(args.jobs) == 1:
-                raise
-            failures += 1
-            print(f"medical-denoise: error: {exc}", file=sys.stderr)
+    try:
+        for index, (source, target) in enumerate(args.jobs, 1):
+            label = f"[{index}/{len(args.jobs)}] {source.name}" if len(args.jobs) > 1 else source.name
+            try:
+                _denoise_one(denoiser, source, target, args, label)
+            except MedicalDenoiseError as exc:
+                if len(args.jobs) == 1:
+                    raise
+                failures += 1
+                print(f"medical-denoise: error: {exc}", file=sys.stderr)
+    finally:
+        if created and not any(batch_folder.iterdir()):
+            batch_folder.rmdir()  # nothing was written: leave no empty output folder behind
     if failures:
         print(f"medical-denoise: {failures} of {len(args.jobs)} inputs failed", file=sys.stderr)
         return 1

@@ -180,9 +180,7 @@ class Denoiser:
             )
         volume3d = normalized if normalized.ndim == 3 else normalized[None]
         output, device_used = self._run_tiled(volume3d, level, progress, cancel, messages)
-        output = output.reshape(array.shape)
-        output *= np.float32(normalizer.scale)
-        output += np.float32(normalizer.offset)
+        output = normalizer.denormalize_(output.reshape(array.shape))
         if padding is not None:
             output[outside.reshape(array.shape)] = np.float32(padding)
         return DenoiseResult(

@@ -59,8 +59,9 @@ def guess_modality(array: np.ndarray, tagged: str | None = None) -> str:
         finite = finite[finite != padding]
     if finite.size == 0:
         return "mr"
-    low, high = np.percentile(finite, [1, 99])
-    return "ct" if low < -500 and high > -200 and np.min(finite) >= -4000 else "mr"
+    lowest, low, high = np.percentile(finite, [0.1, 1, 99])
+    # Hounsfield units: air below −500, tissue above −200, and (a few stray voxels aside) nothing far below air.
+    return "ct" if low < -500 and high > -200 and lowest >= -4000 else "mr"
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,12 @@ class IntensityNormalizer:
         out /= np.float32(self.scale)
         return out
 
-    def denormalize(self, array: np.ndarray) -> np.ndarray:
-        """float64 copy back in the image's units (cast by the writer, which rounds and clips integers)."""
-        return np.asarray(array, dtype=np.float64) * self.scale + self.offset
+    def denormalize_(self, array: np.ndarray) -> np.ndarray:
+        """Maps a float32 array in normalised units back to the image's units, in place (a large output is
+        not copied again); returns it. The writer rounds and clips to the input's pixel type."""
+        array *= np.float32(self.scale)
+        array += np.float32(self.offset)
+        return array
 
     def to_dict(self) -> dict:
         return {"modality": self.modality, "offset": self.offset, "scale": self.scale}

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from ..errors import OutputError
 from .atomic import temporary_folder_beside
 from .dicom_series import write_dicom_series
-from .formats import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, SUPPORTED_DESCRIPTION, file_extension
+from .formats import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, SUPPORTED_DESCRIPTION, file_extension, is_dicom_file
 from .volume import Geometry, Volume
 
 __all__ = ["write_volume", "cast_to_dtype"]
@@ -25,7 +25,8 @@ _TWO_D_ONLY = (".png",)
 _UNCOMPRESSED = (".png", ".tif", ".tiff", ".nii")  # formats where useCompression means nothing or hurts
 
 
-def write_volume(volume: Volume, path: str | os.PathLike, *, reference: Volume | None = None) -> None:
+def write_volume(volume: Volume, path: str | os.PathLike, *, reference: Volume | None = None,
+                 overwrite: bool = False) -> None:
     """Writes a volume on its own geometry, atomically.
 
     The format follows the extension of ``path``; a path with no extension, one ending in '/', or an existing
@@ -38,6 +39,9 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, reference: Volume |
         reference: the image the result was computed from. When given, the output has its pixel type (floats
             are rounded half to even, clipped to the type's range, NaN written as 0) and, for DICOM, its
             patient and study tags unless ``volume.metadata`` has them.
+        overwrite: allow replacing an existing DICOM series folder (files are always replaced). The old
+            series is swapped out only once the new one is complete, and only a folder that holds nothing
+            but DICOM files is ever replaced.
 
     Raises:
         OutputError: the folder is missing or not writable, the format is unknown, or the format cannot hold
@@ -67,7 +71,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, reference: Volume |
     if as_dicom:
         metadata = volume.metadata or (reference.metadata if reference is not None else {})
         modality = volume.modality or (reference.modality if reference is not None else None)
-        _write_dicom_atomically(array, geometry, p, metadata, modality)
+        _write_dicom_atomically(array, geometry, p, metadata, modality, overwrite)
         return
     expected = geometry  # what the file must hold, even when written as 2D
     if ext in _TWO_D_ONLY:
@@ -142,18 +146,25 @@ def _write_file_atomically(array: np.ndarray, geometry: Geometry, path: Path, ex
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _write_dicom_atomically(array, geometry, path: Path, metadata, modality) -> None:
+def _write_dicom_atomically(array, geometry, path: Path, metadata, modality, overwrite: bool = False) -> None:
+    replaced = path.exists() and path.is_dir() and any(path.iterdir())
     if path.exists():
         if not path.is_dir():
             raise OutputError(f"{path}: exists and is not a folder; a DICOM series needs a folder")
-        if any(path.iterdir()):
+        if replaced and not overwrite:
             raise OutputError(f"{path}: folder is not empty; give a new folder for the DICOM series")
+        if replaced and not all(item.is_file() and is_dicom_file(item) for item in path.iterdir()):
+            raise OutputError(f"{path}: folder holds files that are not DICOM; only a DICOM series folder is replaced")
     temp = _temporary_folder(path)
+    old = path.parent / f"{temp.name}-old"
     try:
         write_dicom_series(array, geometry, temp, metadata=metadata, modality=modality)
         if path.exists():
-            path.rmdir()  # empty (checked above); renaming onto a folder fails on Windows
+            # Renaming onto a folder fails on Windows: move the old series aside, then remove it once the
+            # new one is in place.
+            os.replace(path, old)
         os.replace(temp, path)
+        shutil.rmtree(old, ignore_errors=True)
     except (RuntimeError, OSError) as err:
         raise OutputError(f"{path}: cannot be written as a DICOM series ({_short(err)})") from None
     finally:
