@@ -25,8 +25,14 @@ class RegistryEntry:
 
 
 def resources_dir() -> Path:
-    """The module's Resources folder (beside the library in the Slicer module folder and in a checkout)."""
-    return Path(os.environ.get("MEDICAL_DENOISE_RESOURCES", Path(__file__).resolve().parents[2] / "Resources"))
+    """Where Models.json and the model files are: ``$MEDICAL_DENOISE_RESOURCES`` if set; inside the package
+    when installed from a wheel; else the module's Resources folder beside the library (a checkout, an
+    editable install, the Slicer module folder)."""
+    if "MEDICAL_DENOISE_RESOURCES" in os.environ:
+        return Path(os.environ["MEDICAL_DENOISE_RESOURCES"])
+    library = Path(__file__).resolve().parents[1]
+    packaged = library / "resources"
+    return packaged if (packaged / "Models.json").is_file() else library.parent / "Resources"
 
 
 def registry_path() -> Path:
