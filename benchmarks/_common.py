@@ -12,7 +12,6 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 __all__ = ["ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section",
            "default_data_dir", "HELD_OUT_FILES"]

@@ -20,160 +20,35 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Sequence
 
 import numpy as np
-import torch
 
-from _common import command_line, default_data_dir, ensure_library_importable, machine_line, utc_now, write_section
+from _common import default_data_dir, ensure_library_importable, write_section
+
+from quality_report import Score, report, write_preview
+from quality_volumes import (CT_SETTINGS, DEFAULT_SETTINGS, DEFAULT_VOLUMES, MR_SETTINGS, CleanVolume, load_clean,
+                             parse_setting, resolve_volumes, setting_label)
 
 ensure_library_importable()
+from MedicalDenoiseLib.evaluation.baselines import BASELINES  # noqa: E402
 from MedicalDenoiseLib.evaluation.crops import centre_crop  # noqa: E402
-from MedicalDenoiseLib.evaluation.baselines import BASELINES, bm4d_available, dipy_available  # noqa: E402
-from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
-from MedicalDenoiseLib.errors import MedicalDenoiseError  # noqa: E402
-from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
 from MedicalDenoiseLib.evaluation.metrics import psnr, ssim3d  # noqa: E402
-from MedicalDenoiseLib.evaluation.reference_free import foreground_mask  # noqa: E402
-from MedicalDenoiseLib.noise.image_domain import NOISE_MODELS, make_noise  # noqa: E402
-from MedicalDenoiseLib.inference.normalization import MODALITIES, IntensityNormalizer, guess_modality  # noqa: E402
-from MedicalDenoiseLib.evaluation.preview import comparison_grid_png  # noqa: E402
+from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
+from MedicalDenoiseLib.inference.normalization import MODALITIES  # noqa: E402
+from MedicalDenoiseLib.io.volume import Volume  # noqa: E402
 from MedicalDenoiseLib.models.registry import list_models  # noqa: E402
-from MedicalDenoiseLib.io.sample_data import mni152_t1_path  # noqa: E402
-from MedicalDenoiseLib.io.volume import Geometry, Volume  # noqa: E402
+from MedicalDenoiseLib.noise.image_domain import NOISE_MODELS, make_noise  # noqa: E402
 
-MR_SETTINGS = ("gaussian:0.01", "gaussian:0.03", "gaussian:0.05", "gaussian:0.10", "rician:0.03", "rician:0.05")
-CT_SETTINGS = ("gaussian:0.01", "gaussian:0.03", "gaussian:0.05", "gaussian:0.10", "ct:0.02", "ct:0.05")
-DEFAULT_SETTINGS = {"mr": MR_SETTINGS, "ct": CT_SETTINGS, "us": MR_SETTINGS}
 BM4D = "BM4D (true σ)"
 OPTIONAL_BASELINES = ("bm4d", "dipy")  # listed in BASELINES only when their packages import
 MODEL_PREFIX = "model "  # method ids of the models: "model autoencoder-v1"; `--skip model` leaves all out
-FOREGROUND_THRESHOLD = 0.1  # of the normalised range (CT: −800 HU; MR: a tenth of the bright tissue)
-FOREGROUND_DILATION = 2  # voxels, so the body's outline counts as foreground
 RUNTIME_EPILOG = (
     "Runtime on 2 CPU cores (scaled by voxel count from 32³ runs; per 128³ and setting BM4D takes about 3 "
     "minutes, scikit-image and DIPY NLM about 30 s each): the default run (3 volumes × 6 settings, every "
     "baseline, BM4D on the whole crops, one model) takes about 45 minutes, BM4D about 25 of them; with "
     "--bm4d-crop 64 about 20 minutes; with --skip bm4d 'non-local means' dipy about 10. Each further model "
     "adds under a minute.")
-
-
-class Score(NamedTuple):
-    psnr: float
-    ssim: float
-    ssim_foreground: float | None  # None: no foreground in the scored region
-    seconds: float | None  # None: not timed (the noisy input, a re-scored output)
-    params: str  # parameters chosen or told, for the notes under the table
-
-
-@dataclass(frozen=True)
-class VolumeSpec:
-    """One clean volume of the benchmark and how to cut it.
-
-    Attributes:
-        key: short name for ``--volumes``.
-        stem: for the PNG's file name.
-        file: file name inside ``--data``; None for the MNI template (nilearn) or ``--clean``'s path.
-        crop: centred crop per axis (z, y, x); None keeps that axis whole.
-        modality: normalisation (None: from the file's tag or the intensities).
-        description: the table heading.
-    """
-
-    key: str
-    stem: str
-    file: str | None
-    crop: tuple[int | None, int | None, int | None]
-    modality: str | None
-    description: str
-
-
-DEFAULT_VOLUMES = (
-    VolumeSpec("mni", "mni152_t1", None, (128, 128, 128), "mr",
-               "MNI152 T1 1 mm template (nilearn; averaged, nearly noise-free, smooth)"),
-    VolumeSpec("brain2", "mr_brain_t1gd_brain2", "mr_brain_t1gd_brain2_pyradiomics.nrrd", (None, 128, 128), "mr",
-               "MR brain T1 + Gd, pyradiomics brain2 (real, held out from training; 6.5 mm slices)"),
-    VolumeSpec("ct-abdomen", "ct_abdomen_3mm", "ct_abdomen_3mm_totalseg.nii.gz", (96, 96, 96), "ct",
-               "CT abdomen, TotalSegmentator example, 3 mm (real, held out from training; smoothed by resampling)"),
-)
-
-
-@dataclass
-class CleanVolume:
-    """A loaded, cropped clean volume with what scoring needs."""
-
-    spec: VolumeSpec
-    array: np.ndarray  # float32 (z, y, x)
-    geometry: Geometry
-    modality: str
-    data_range: float
-    foreground: np.ndarray | None  # None: nothing above the threshold
-    source: str
-    settings: list[str] = field(default_factory=list)
-
-
-def parse_setting(token: str) -> tuple[str, float]:
-    """``"gaussian:0.05"`` → ("gaussian", 0.05): the noise SD as a fraction of the normalised range."""
-    kind, _, value = token.partition(":")
-    try:
-        fraction = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"setting must be KIND:FRACTION, e.g. gaussian:0.05, got {token!r}") from None
-    if kind not in NOISE_MODELS:
-        raise argparse.ArgumentTypeError(f"noise kind must be one of {', '.join(NOISE_MODELS)}, got {kind!r}")
-    if not 0 < fraction < 1:
-        raise argparse.ArgumentTypeError(f"noise fraction must be in (0, 1), got {fraction} in {token!r}")
-    return kind, fraction
-
-
-def setting_label(token: str) -> str:
-    kind, fraction = parse_setting(token)
-    name = "CT-like correlated" if kind == "ct" else kind.capitalize()
-    return f"{name} {fraction * 100:g} %"
-
-
-def shape_text(shape: Sequence[int]) -> str:
-    """(z, y, x) as the usual ``x×y×z``."""
-    return "×".join(str(n) for n in shape[::-1])
-
-
-def load_clean(spec: VolumeSpec, path: Path, crop: int | None, modality: str) -> CleanVolume:
-    """Reads, crops and normalises one clean volume; ``crop`` (an edge for every axis) overrides the spec's."""
-    volume = read_volume(path)
-    array = centre_crop(volume.array.astype(np.float32), spec.crop if crop is None else crop)
-    chosen = guess_modality(array, volume.modality if modality == "auto" else modality)
-    normalizer = IntensityNormalizer.fit(array, chosen)
-    mask = foreground_mask(normalizer.normalize(array), FOREGROUND_THRESHOLD, FOREGROUND_DILATION)
-    return CleanVolume(spec, array, volume.geometry, chosen, normalizer.scale, mask if mask.any() else None,
-                       f"`{path.name}`, centre {shape_text(array.shape)} voxels (x×y×z)")
-
-
-def resolve_volumes(args: argparse.Namespace) -> tuple[list[tuple[VolumeSpec, Path]], list[str]]:
-    """The volumes to run, as (spec, path), and one note per volume skipped (file missing)."""
-    if args.clean is not None:
-        if not args.clean.exists():
-            raise SystemExit(f"--clean {args.clean}: file not found; give a volume readable by SimpleITK")
-        spec = VolumeSpec("clean", args.clean.name.split(".")[0], args.clean.name, (128, 128, 128), None,
-                          f"`{args.clean.name}` (given with --clean)")
-        return [(spec, args.clean)], []
-    chosen, skipped = [], []
-    for spec in DEFAULT_VOLUMES:
-        if spec.key not in args.volumes:
-            continue
-        if spec.file is None:
-            try:
-                chosen.append((spec, mni152_t1_path()))
-            except MedicalDenoiseError as error:
-                skipped.append(f"{spec.description}: skipped, {error}")
-            continue
-        path = args.data / spec.file if args.data else None
-        if path is None or not path.is_file():
-            where = f"in {args.data}" if args.data else "(no --data folder; ../shared/data does not exist)"
-            skipped.append(f"{spec.description}: skipped, `{spec.file}` not found {where}")
-            continue
-        chosen.append((spec, path))
-    return chosen, skipped
 
 
 def _score(clean: np.ndarray, test: np.ndarray, data_range: float, mask: np.ndarray | None,
@@ -261,109 +136,6 @@ def run_setting(token: str, volume: CleanVolume, methods: list[str], denoisers: 
             print(f"  failed: {failures[-1]}", file=sys.stderr)
     columns.append(("clean", volume.array, None))
     return scores, columns, failures
-
-
-def write_preview(png: Path, volume: CleanVolume, columns: list[tuple], noisy: np.ndarray) -> str:
-    """Two-row PNG: each output's middle axial slice above its residual (the input it saw − output).
-
-    Under "noisy" sits the noise actually added (noisy − clean). All residuals share ±3 × the SD of that
-    noise, so a method that removed anatomy shows structure, one that left noise shows little. Returns the
-    caption.
-    """
-    top = [(label, out) for label, out, _ in columns]
-    bottom = [("residual: noise added", noisy - volume.array)]
-    bottom += [None if seen is None else (f"residual {label}", seen - out) for label, out, seen in columns[1:]]
-    low, high = np.percentile(volume.array[volume.array.shape[0] // 2], [1, 99])
-    noise_sd = float(np.std(noisy - volume.array))
-    png.parent.mkdir(parents=True, exist_ok=True)
-    comparison_grid_png(png, [top, bottom], window=(low, high) if high > low else None,
-                        residual_half_width=3 * noise_sd if noise_sd > 0 else None)
-    return (f"Top row, left to right: {' | '.join(label for label, _ in top)} (all in the clean slice's 1–99 % "
-            "window). Bottom row: the residual (input − output) under each, mid-grey = 0, ±3 × the added noise's "
-            "SD; under *noisy* the noise that was added, under *clean* nothing.")
-
-
-def _cell(score: Score | None) -> str:
-    if score is None:
-        return "–"
-    foreground = "–" if score.ssim_foreground is None else f"{score.ssim_foreground:.3f}"
-    text = f"{score.psnr:.1f} / {score.ssim:.3f} / {foreground}".replace(" 0.", " .")
-    if score.seconds is None:
-        return text
-    return f"{text} / {score.seconds:.1f}" if score.seconds < 100 else f"{text} / {score.seconds:.0f}"
-
-
-def volume_report(volume: CleanVolume, results: dict[str, dict[str, Score]], failures: list[str],
-                  preview: tuple[str, str] | None, bm4d_crop: int, bm4d_ran: bool) -> list[str]:
-    """The markdown of one volume: heading, table (methods × settings), parameters, notes, PNG."""
-    rows = list(dict.fromkeys(row for scores in results.values() for row in scores))
-    foreground = ("none above the threshold" if volume.foreground is None
-                  else f"{volume.foreground.mean():.0%} of the voxels")
-    lines = [
-        f"### {volume.spec.description}",
-        "",
-        f"- {volume.source}, normalised as {volume.modality.upper()}; data range {volume.data_range:g} "
-        f"(noise SD and PSNR are relative to it); foreground {foreground}",
-        "",
-        "| method | " + " | ".join(setting_label(t) for t in results) + " |",
-        "|---|" + "---|" * len(results),
-    ]
-    lines += [f"| {row} | " + " | ".join(_cell(results[t].get(row)) for t in results) + " |" for row in rows]
-    chosen = []
-    for row in rows:
-        per_setting = [f"{setting_label(t)}: {results[t][row].params}" for t in results
-                       if row in results[t] and results[t][row].params]
-        if per_setting:
-            chosen.append(f"- {row}: " + "; ".join(per_setting))
-    if chosen:
-        lines += ["", "<details><summary>Parameters chosen (oracle-tuned on the clean volume, or told the true σ; "
-                  "models: the σ they estimated)</summary>", "", *chosen, "", "</details>"]
-    if bm4d_crop and bm4d_ran:
-        crop_shape = shape_text(centre_crop(volume.array, bm4d_crop).shape)
-        lines.append(f"\nBM4D ran on the centre {crop_shape} voxels only, to save time; each model row marked "
-                     f"'centre {bm4d_crop}³' scores that model's output on the same voxels.")
-    if failures:
-        lines += ["", "Failed (the cell shows –):", "", *[f"- {failure}" for failure in failures]]
-    if preview:
-        png, caption = preview
-        lines += ["", f"![middle axial slices and residuals]({Path(png).name})", "", caption]
-    return lines
-
-
-def report(volumes: list[CleanVolume], results: dict, failures: dict, previews: dict, skipped: list[str],
-           args: argparse.Namespace, denoisers: dict[str, Denoiser], bm4d_ran: bool) -> str:
-    """The whole markdown section: shared context, then one sub-section per volume, then caveats."""
-    models = ", ".join(f"`{d.name}`" for d in denoisers.values()) or "(skipped)"
-    device = ", ".join(sorted({str(d.device) for d in denoisers.values()})) or "–"
-    lines = [
-        "## Quality",
-        "",
-        f"- Models: {models}, each blind (estimates the noise itself); device {device}"
-        f"{', test-time flips' if args.flips else ''}",
-        f"- Machine: {machine_line(torch.__version__, f'{torch.get_num_threads()} torch threads')}",
-        f"- Date: {utc_now()}; noise seed {args.seed}",
-        f"- Command: `{command_line()}`",
-        "",
-        "Each cell: **PSNR dB / 3D SSIM / 3D SSIM over the foreground / seconds**. Noise SD is a fraction of "
-        "the normalised range (CT: 2000 HU; MR: the 99.5th percentile of the non-zero voxels). The foreground "
-        f"is the clean volume above {FOREGROUND_THRESHOLD:g} of that range, dilated by {FOREGROUND_DILATION} "
-        "voxels (the body, not the air around it).",
-    ]
-    for volume in volumes:
-        key = volume.spec.key
-        lines += ["", *volume_report(volume, results[key], failures[key], previews.get(key), args.bm4d_crop, bm4d_ran)]
-    if skipped:
-        lines += ["", "Volumes not run:", "", *[f"- {note}" for note in skipped]]
-    lines += ["", "Caveats: the `best …` baselines pick their parameters with the clean image and their seconds "
-              "include the whole parameter search; NLM, DIPY NLM and BM4D are told the true noise SD (for CT-like "
-              "noise the SD added, though BM4D and NLM assume white noise); the models are told nothing. The real "
-              "volumes keep their own noise in the reference, which caps PSNR and penalises removing it. Seconds "
-              "are wall time on this machine (baselines use their own threading)."]
-    if not bm4d_available():
-        lines.append("\nBM4D was not run: `pip install bm4d` to include it.")
-    if not dipy_available():
-        lines.append("\nDIPY NLM was not run: `pip install dipy` to include it.")
-    return "\n".join(lines)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
