@@ -6,21 +6,46 @@ the child cannot take the user's scene with it. Nothing here imports Qt: a timer
 """
 from __future__ import annotations
 
+import logging
+import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["BackgroundJob", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]
+from .process_tree import popen_options, stop_process_tree
+
+__all__ = ["BackgroundJob", "findPythonSlicer", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 
+_LOG = logging.getLogger(__name__)
 _PROGRESS = re.compile(r"<filter-progress>([0-9.eE+-]+)</filter-progress>")
 _DONE = re.compile(r" on (\S+)\s*$")
+# The command line's own messages ("medical-denoise denoise: error: ..." is argparse's).
+_CLI_MESSAGE = re.compile(r"^medical-denoise(?: \w+)?: (error|note): (.*)$")
+# The line a Python traceback ends with: "ModuleNotFoundError: ...", "torch.OutOfMemoryError: ...".
+_EXCEPTION = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)(?::|$)")
+
+
+def findPythonSlicer(searchPath: str | None = None) -> str:
+    """The path of Slicer's ``PythonSlicer``: on ``searchPath`` (default PATH) or beside the running Python.
+
+    Raises:
+        RuntimeError: when it is in neither place.
+    """
+    beside = os.path.dirname(sys.executable)
+    found = shutil.which("PythonSlicer", path=searchPath) or shutil.which("PythonSlicer", path=beside)
+    if not found:
+        raise RuntimeError(f"PythonSlicer not found on PATH or in {beside}: denoising runs in Slicer's own "
+                           "Python launcher, which every Slicer installation has in its bin folder")
+    return found
 
 
 class BackgroundJob:
@@ -28,10 +53,13 @@ class BackgroundJob:
 
     Attributes:
         progress: fraction done, 0..1, from the child's ``<filter-progress>`` lines.
-        error: the child's last ``error:`` line (or its exit status) once it failed.
+        error: why the child failed, once it did: its ``error:`` message, else the last meaningful line
+            it wrote to stderr (an exception from a traceback), with its exit status.
+        stderr: every line the child wrote to stderr (each is also logged).
         deviceUsed: the device the child reported ("cpu", "cuda", ...).
-        outputPath, residualPath: where the child writes its result (read by the caller on success).
+        outputPath: where the child writes its result (read by the caller on success).
         workDir: a temporary folder owned by the job, removed by :meth:`cleanup`.
+        request: what the caller started the job for (MedicalDenoiseLogic keeps its nodes' IDs here).
     """
 
     def __init__(self, command: Sequence[str], outputPath: Path, workDir: Path, env: dict | None = None) -> None:
@@ -42,13 +70,15 @@ class BackgroundJob:
         self.error = ""
         self.deviceUsed = ""
         self.messages: list[str] = []
+        self.stderr: list[str] = []
+        self.request = None
         self._state = RUNNING
         self._started = time.monotonic()
         self._finished: float | None = None
         self._lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self._process = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True, encoding="utf-8", errors="replace", bufsize=1, env=env,
+            text=True, encoding="utf-8", errors="replace", bufsize=1, env=env, **popen_options(),
         )
         self._readers = [
             threading.Thread(target=self._pump, args=(stream, name), daemon=True)
@@ -63,6 +93,10 @@ class BackgroundJob:
         stream.close()
 
     @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
     def elapsedSeconds(self) -> float:
         return (self._finished or time.monotonic()) - self._started
 
@@ -72,13 +106,17 @@ class BackgroundJob:
                 name, line = self._lines.get_nowait()
             except queue.Empty:
                 return
-            match = _PROGRESS.search(line)
-            if match:
-                self.progress = max(self.progress, min(1.0, float(match.group(1))))
-            elif name == "err" and "error: " in line:
-                self.error = line.split("error: ", 1)[1]
-            elif name == "err" and "note: " in line:
-                self.messages.append(line.split("note: ", 1)[1])
+            if name == "err":
+                self.stderr.append(line)
+                _LOG.info("medical-denoise: %s", line)
+            progress = _PROGRESS.search(line)
+            message = _CLI_MESSAGE.match(line) if name == "err" else None
+            if progress:
+                self.progress = max(self.progress, min(1.0, float(progress.group(1))))
+            elif message and message.group(1) == "error":
+                self.error = message.group(2)
+            elif message:
+                self.messages.append(message.group(2))
             elif name == "out" and _DONE.search(line):
                 self.deviceUsed = _DONE.search(line).group(1)
 
@@ -96,8 +134,18 @@ class BackgroundJob:
             self._state = SUCCEEDED
         else:
             self._state = FAILED
-            self.error = self.error or f"the denoising process ended with exit status {code}"
+            self.error = self.error or self._failure(code)
         return self._state
+
+    def _failure(self, code: int) -> str:
+        """Why the child ended with ``code`` when it printed no ``error:`` line."""
+        if code < 0:
+            hint = " (out of memory?)" if -code == getattr(signal, "SIGKILL", 9) else ""
+            return f"the denoising process was killed by signal {-code}{hint}"
+        lines = [line.strip() for line in self.stderr if line.strip()]
+        exceptions = [line for line in lines if _EXCEPTION.match(line)]
+        reason = exceptions[-1] if exceptions else (lines[-1] if lines else "")
+        return f"the denoising process ended with exit status {code}" + (f": {reason}" if reason else "")
 
     def _finish_reading(self) -> None:
         # The readers end when the child's pipes close; let them hand over the last lines.
@@ -115,15 +163,10 @@ class BackgroundJob:
         return self._state
 
     def cancel(self, grace: float = 0.8) -> None:
-        """Stops the child: SIGTERM (it exits cleanly, writing nothing), then SIGKILL after ``grace`` s."""
+        """Stops the child and everything it started (see :func:`process_tree.stop_process_tree`)."""
         if self._state != RUNNING:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(grace)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process_tree(self._process, grace)
         self._drain()
         self._state = CANCELLED
         self._finished = time.monotonic()

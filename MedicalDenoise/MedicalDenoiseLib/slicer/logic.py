@@ -3,33 +3,52 @@
 It takes MRML nodes and plain values and returns nodes; it raises ``ValueError``/``RuntimeError`` with a
 clear message and never opens a dialog. Every failure leaves the scene exactly as it was: results are
 computed first and nodes are created or changed only once they are ready. This is the one library
-module that imports ``slicer``.
+module that imports ``slicer``. torch is imported only by the methods that run a network or list models
+and devices, so creating the logic (when the module opens) stays fast.
 """
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import sys
 import tempfile
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import slicer
 from slicer.util import arrayFromVolume, updateVolumeFromArray
 
-from .background_job import BackgroundJob
-from ..inference.denoiser import Denoiser, parse_strength
-from ..inference.devices import describe_devices
-from ..io.reading import read_volume
-from ..io.writing import cast_to_dtype, write_volume
+from .background_job import BackgroundJob, findPythonSlicer
+from .comparison_view import showSideBySide
 from ..inference.noise_estimation import estimate_noise_sigma
-from ..models.registry import default_model_name, list_models
+from ..io.reading import read_volume
 from ..io.volume import Geometry, Volume
+from ..io.writing import cast_to_dtype, write_volume
 
-__all__ = ["MedicalDenoiseLogic", "volumeFromNode"]
+if TYPE_CHECKING:
+    from ..inference.denoiser import Denoiser
+
+__all__ = ["MedicalDenoiseLogic", "BackgroundRequest", "volumeFromNode", "HANDOFF_SUFFIX"]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _LIBRARY_PARENT = str(Path(__file__).resolve().parents[2])
+# Files handed to and from the child process: uncompressed NIfTI, since compressing a file that is read
+# once, a moment later, on the same disk only costs time.
+HANDOFF_SUFFIX = ".nii"
+
+
+@dataclass(frozen=True)
+class BackgroundRequest:
+    """What a background job was started for: node IDs (nodes may be removed while it runs) and options."""
+
+    inputID: str
+    outputID: str | None
+    createResidual: bool
+    modelName: str | None  # for the new node's name; None for the default model
 
 
 def volumeFromNode(node) -> Volume:
@@ -59,21 +78,50 @@ class MedicalDenoiseLogic:
     def __init__(self, scene=None) -> None:
         self.scene = scene if scene is not None else getattr(slicer, "mrmlScene", None)
         self._denoisers: dict[tuple[str, str], Denoiser] = {}
+        self._jobs: weakref.WeakSet[BackgroundJob] = weakref.WeakSet()
+        self._noise: dict[tuple, float | None] = {}
+        if self.scene is not None:
+            # A job's input goes away with the scene: stop the child (and all it started) at once.
+            self.scene.AddObserver(self.scene.StartCloseEvent, lambda caller, event: self.stopBackgroundJobs())
 
     # --- choices for the panel ---------------------------------------------------------------------------
 
     def availableModels(self) -> list[tuple[str, str]]:
-        """(name, summary) of the shipped models, the default first."""
+        """(name, summary) of the shipped models, the default first (imports torch)."""
+        from ..models.registry import default_model_name, list_models
+
         default = default_model_name()
         entries = sorted(list_models(), key=lambda e: e.name != default)
         return [(e.name, e.summary) for e in entries]
 
     def deviceDescriptions(self) -> list[str]:
+        """One line per usable device, the CPU last (imports torch and queries CUDA)."""
+        from ..inference.devices import describe_devices
+
         return describe_devices()
+
+    @staticmethod
+    def deviceLabels(descriptions: list[str]) -> dict[str, str]:
+        """Labels for the device choices auto, cuda and cpu, from :meth:`deviceDescriptions`."""
+        cuda = [d for d in descriptions if d.startswith("cuda")]
+        return {"auto": f"auto: {descriptions[0]}", "cuda": cuda[0] if cuda else "cuda (not available)",
+                "cpu": next((d for d in descriptions if d.startswith("cpu")), "cpu")}
 
     def estimateNoise(self, inputVolume) -> float:
         """Noise SD of the volume in its own units, as the Auto strength would use."""
         return estimate_noise_sigma(volumeFromNode(inputVolume).array)
+
+    def noiseEstimate(self, inputVolume) -> float | None:
+        """:meth:`estimateNoise`, computed again only when the voxels change; None when it cannot be had."""
+        key = (inputVolume.GetID(), inputVolume.GetImageData().GetMTime())
+        if key not in self._noise:
+            try:
+                estimate = self.estimateNoise(inputVolume)
+            except ValueError as error:  # e.g. a constant or single-voxel volume
+                logging.getLogger(__name__).warning(f"Medical Denoise: no noise estimate: {error}")
+                estimate = None
+            self._noise = {key: estimate}  # only the latest volume is kept
+        return self._noise[key]
 
     # --- synchronous run -----------------------------------------------------------------------------------
 
@@ -96,6 +144,8 @@ class MedicalDenoiseLogic:
             ValueError: bad input, output, model or parameters. RuntimeError: the run failed.
             Cancelled: when ``cancel()`` returned True. In every case the scene is unchanged.
         """
+        from ..inference.denoiser import parse_strength
+
         self._checkNodes(inputVolume, outputVolume, residualVolume)
         parse_strength(strength)
         volume = volumeFromNode(inputVolume)
@@ -104,6 +154,9 @@ class MedicalDenoiseLogic:
         return self._storeResult(inputVolume, volume, result.volume.array, denoiser.name, outputVolume, residualVolume)
 
     def _denoiser(self, model: str | None, device: str) -> Denoiser:
+        from ..inference.denoiser import Denoiser
+        from ..models.registry import default_model_name
+
         key = (model or default_model_name(), device)
         if key not in self._denoisers:
             self._denoisers[key] = Denoiser(model, device=device)
@@ -122,14 +175,23 @@ class MedicalDenoiseLogic:
 
     def startBackground(self, inputVolume, model: str | None = None, device: str = "auto",
                         strength: str | float = "auto", modality: str = "auto",
-                        pythonExecutable: str | None = None) -> BackgroundJob:
-        """Writes the input to a temporary file and starts the command line on it in a child process."""
-        self._checkNodes(inputVolume, None, None)
+                        pythonExecutable: str | None = None, outputVolume=None,
+                        createResidual: bool = False) -> BackgroundJob:
+        """Writes the input to a temporary file and starts the command line on it in a child process.
+
+        ``pythonExecutable`` defaults to Slicer's ``PythonSlicer`` inside Slicer (RuntimeError when it
+        cannot be found) and to this interpreter elsewhere. The job is cancelled when the scene closes.
+        ``outputVolume`` and ``createResidual`` are remembered (as ``job.request``) for
+        :meth:`loadBackgroundResult`.
+        """
+        from ..inference.denoiser import parse_strength
+
+        self._checkNodes(inputVolume, outputVolume, None)
         parse_strength(strength)
+        python = pythonExecutable or (findPythonSlicer() if hasattr(slicer, "app") else sys.executable)
         work = Path(tempfile.mkdtemp(prefix="MedicalDenoise-"))
-        source, target = work / "input.nrrd", work / "output.nrrd"
-        write_volume(volumeFromNode(inputVolume), source)
-        command = [pythonExecutable or sys.executable, "-m", "MedicalDenoiseLib.cli.main", "denoise",
+        source, target = work / f"input{HANDOFF_SUFFIX}", work / f"output{HANDOFF_SUFFIX}"
+        command = [python, "-m", "MedicalDenoiseLib.cli.main", "denoise",
                    str(source), str(target), "--device", device, "--strength", str(strength),
                    "--modality", modality, "--progress", "slicer"]
         if model:
@@ -137,7 +199,24 @@ class MedicalDenoiseLogic:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_LIBRARY_PARENT, env.get("PYTHONPATH")) if p)
         env["PYTHONIOENCODING"] = "utf-8"  # the job reads the child's output as UTF-8 whatever the locale
-        return BackgroundJob(command, target, work, env=env)
+        try:
+            write_volume(volumeFromNode(inputVolume), source)
+            job = BackgroundJob(command, target, work, env=env)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        job.request = BackgroundRequest(inputVolume.GetID(), outputVolume.GetID() if outputVolume else None,
+                                        createResidual, Path(model).stem if model else None)
+        self._jobs.add(job)
+        return job
+
+    def stopBackgroundJobs(self, removeFiles: bool = False) -> None:
+        """Cancels every running job this logic started (scene close, application exit)."""
+        for job in list(self._jobs):
+            if removeFiles:
+                job.cleanup()
+            else:
+                job.cancel()
 
     def finishBackground(self, job: BackgroundJob, inputVolume, outputVolume=None, residualVolume=None,
                          modelName: str | None = None):
@@ -150,10 +229,40 @@ class MedicalDenoiseLogic:
             denoised = read_volume(job.outputPath).array
             if denoised.shape != volume.array.shape:
                 raise RuntimeError(f"result has shape {denoised.shape}, input {volume.array.shape}")
-            name = modelName or default_model_name()
-            return self._storeResult(inputVolume, volume, denoised, name, outputVolume, residualVolume)
+            if modelName is None:
+                from ..models.registry import default_model_name
+
+                modelName = default_model_name()
+            return self._storeResult(inputVolume, volume, denoised, modelName, outputVolume, residualVolume)
         finally:
             job.cleanup()
+
+    def loadBackgroundResult(self, job: BackgroundJob):
+        """What the Denoise button does when a job succeeded: loads the result into the nodes the job was
+        started for (a new residual node when asked), shows the comparison, and returns the output node.
+
+        Raises:
+            RuntimeError: the job did not succeed, or its input or output node was removed meanwhile.
+            In every case the scene is as it was and the job's files are removed.
+        """
+        request, scene = job.request, self.scene
+        inputVolume = scene.GetNodeByID(request.inputID)
+        outputVolume = scene.GetNodeByID(request.outputID) if request.outputID else None
+        if inputVolume is None or (request.outputID and outputVolume is None):
+            job.cleanup()
+            raise RuntimeError("the input or output volume was removed while denoising; nothing was changed")
+        residualVolume = None
+        if request.createResidual:
+            residualName = scene.GenerateUniqueName(f"{inputVolume.GetName()} residual")
+            residualVolume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", residualName)
+        try:
+            outputVolume = self.finishBackground(job, inputVolume, outputVolume, residualVolume, request.modelName)
+        except Exception:
+            if residualVolume is not None:
+                scene.RemoveNode(residualVolume)
+            raise
+        self.showComparison(inputVolume, outputVolume)
+        return outputVolume
 
     # --- results into the scene ----------------------------------------------------------------------------
 
@@ -213,53 +322,8 @@ class MedicalDenoiseLogic:
     # --- comparison view -----------------------------------------------------------------------------------
 
     def showComparison(self, inputVolume, outputVolume) -> None:
-        """Side-by-side layout, Red = input and Yellow = output, linked and hot-linked at the same position.
+        """Side-by-side layout, Red = input and Yellow = output, linked, hot-linked and fitted to the input.
 
         Works on MRML alone, so also without a main window.
         """
-        scene = inputVolume.GetScene() or self.scene
-        layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
-        if layout is not None:
-            layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        composites = self._compositeNodes(scene)
-        for name, volume in (("Red", inputVolume), ("Yellow", outputVolume)):
-            composite = composites.get(name)
-            if composite is None:
-                composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
-                composite.SetLayoutName(name)
-                composites[name] = composite
-            composite.SetBackgroundVolumeID(volume.GetID())
-            composite.SetForegroundVolumeID(None)
-            composite.SetLinkedControl(True)
-            composite.SetHotLinkedControl(True)
-        self._alignSliceViews(scene, inputVolume)
-
-    @staticmethod
-    def _compositeNodes(scene) -> dict:
-        nodes = {}
-        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-            node = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
-            nodes.setdefault(node.GetLayoutName(), node)
-        return nodes
-
-    @staticmethod
-    def _alignSliceViews(scene, inputVolume) -> None:
-        """Gives Yellow Red's orientation and both the volume's centre, so they show the same slice."""
-        sliceNodes = {}
-        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
-            node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
-            sliceNodes.setdefault(node.GetLayoutName(), node)
-        red, yellow = sliceNodes.get("Red"), sliceNodes.get("Yellow")
-        if red is None or yellow is None:
-            return
-        bounds = [0.0] * 6
-        inputVolume.GetRASBounds(bounds)
-        centre = [(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2]
-        if red.GetOrientation() in ("Axial", "Sagittal", "Coronal"):
-            yellow.SetOrientation(red.GetOrientation())
-        else:  # Red was reformatted (common with oblique volumes): copy its plane as is
-            yellow.GetSliceToRAS().DeepCopy(red.GetSliceToRAS())
-        yellow.SetFieldOfView(*red.GetFieldOfView())
-        for node in (red, yellow):
-            node.JumpSliceByCentering(*centre)
-            node.UpdateMatrices()
+        showSideBySide(inputVolume.GetScene() or self.scene, inputVolume, outputVolume)
