@@ -13,10 +13,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-__all__ = ["ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section",
+__all__ = ["LIBRARY_PARENT", "ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section",
            "default_data_dir", "HELD_OUT_FILES"]
 
 _REPO = Path(__file__).resolve().parent.parent
+LIBRARY_PARENT = _REPO / "MedicalDenoise"  # the folder that holds the MedicalDenoiseLib package
 
 # Real volumes of ../shared/data that no shipped model was trained on (see each model card's training data):
 # the quality benchmark's real clean references and the held-out rows of the reference-free benchmark.
@@ -34,7 +35,7 @@ def ensure_library_importable() -> None:
     try:
         import MedicalDenoiseLib  # noqa: F401
     except ImportError:
-        sys.path.insert(0, str(_REPO / "MedicalDenoise"))
+        sys.path.insert(0, str(LIBRARY_PARENT))
 
 
 def cpu_model() -> str:

@@ -6,11 +6,14 @@ build the input, then time ``Denoiser.denoise`` alone. Peak memory is ``ru_maxrs
 whole process: Python, torch, model, input, output), the increase over the RSS just before denoising, and
 ``VmHWM`` after resetting it just before denoising (the peak of the denoising call alone).
 
-Targets (from the issue): 256³ in at most 20 s, and peak RSS at most 3 × the float32 input + 1.5 GiB.
+Targets: 256³ in at most 20 s, peak RSS at most 3 × the float32 input + 1.5 GiB, and a 2D image costing
+about what a volume of its pixel count costs (compare *s / Mvoxel*). With ``--cli`` each size is also run
+as the user runs it: ``medical-denoise denoise`` on a file, timed from start to exit (Python and torch
+start-up, model load, reading, denoising, writing).
 
 Usage:
     python benchmarks/speed_memory.py --out docs/benchmarks.md
-    python benchmarks/speed_memory.py --sizes 64 128 --model /tmp/tiny.safetensors
+    python benchmarks/speed_memory.py --sizes 64 128 820x616 --cli --model /tmp/tiny.safetensors
 """
 from __future__ import annotations
 
@@ -20,14 +23,15 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from _common import command_line, ensure_library_importable, machine_line, utc_now, write_section
+from _common import LIBRARY_PARENT, command_line, ensure_library_importable, machine_line, utc_now, write_section
 
-DEFAULT_SIZES = ("64", "128", "256", "512x512x300", "512x512x300:int16")
+DEFAULT_SIZES = ("64", "128", "256", "512x512x300", "512x512x300:int16", "512x512", "820x616", "82x96x64")
 TIME_TARGETS_S = {(256, 256, 256): 20.0}  # (z, y, x) -> seconds; only 256³ has a time target
 MEMORY_TARGET_FACTOR = 3  # × float32 input bytes
 MEMORY_TARGET_EXTRA = 1.5 * 2**30  # bytes
@@ -35,11 +39,12 @@ NOISE_FRACTION = 0.05  # noise SD as a fraction of the phantom's range
 MIB = 2**20
 
 
-def parse_size(token: str) -> tuple[tuple[int, int, int], str]:
-    """``"128"`` → 128³ float32; ``"512x512x300"`` → x × y × z; ``":int16"`` suffix → a CT in HU.
+def parse_size(token: str) -> tuple[tuple[int, ...], str]:
+    """``"128"`` → 128³ float32; ``"512x512x300"`` → x × y × z; ``"820x616"`` → a 2D x × y image;
+    ``":int16"`` suffix → a CT in HU.
 
     Returns:
-        ``((z, y, x), dtype name)``.
+        ``((z, y, x) or (y, x), dtype name)``.
     """
     spec, _, dtype = token.partition(":")
     dtype = dtype or "float32"
@@ -51,10 +56,22 @@ def parse_size(token: str) -> tuple[tuple[int, int, int], str]:
         raise argparse.ArgumentTypeError(f"size must be N or XxYxZ[:int16], got {token!r}") from None
     if len(edges) == 1:
         edges *= 3
-    if len(edges) != 3 or min(edges) < 8:
-        raise argparse.ArgumentTypeError(f"size must be N or XxYxZ with every edge >= 8, got {token!r}")
-    x, y, z = edges
-    return (z, y, x), dtype
+    if len(edges) not in (2, 3) or min(edges) < 8:
+        raise argparse.ArgumentTypeError(f"size must be N, XxY or XxYxZ with every edge >= 8, got {token!r}")
+    return tuple(reversed(edges)), dtype
+
+
+def _image(shape: tuple[int, ...], dtype: str, seed: int = 0):
+    """The phantom of ``shape`` (2D or 3D) as a Volume on an identity grid."""
+    from MedicalDenoiseLib.io.volume import Geometry, Volume
+
+    array = phantom(shape if len(shape) == 3 else (1, *shape), dtype, seed)
+    if len(shape) == 2:
+        array = array[0]
+    n = len(shape)
+    geometry = Geometry((1.0,) * n, (0.0,) * n, tuple(np.eye(n).ravel()))
+    # An int16 input is a CT as DICOM would tag it; a float32 one is untagged and goes through the guess.
+    return Volume(array, geometry, modality="ct" if dtype == "int16" else None, source="x".join(map(str, shape)))
 
 
 def phantom(shape: tuple[int, int, int], dtype: str, seed: int = 0) -> np.ndarray:
@@ -108,18 +125,15 @@ def run_one(token: str, model: str | None, threads: int, device: str, tile: int 
     torch.set_num_threads(threads)
     ensure_library_importable()
     from MedicalDenoiseLib.inference.denoiser import Denoiser
-    from MedicalDenoiseLib.io.volume import Geometry, Volume
 
     shape, dtype = parse_size(token)
     started = time.perf_counter()
     denoiser = Denoiser(model, device=device, tile_size=tile)
     load_s = time.perf_counter() - started
-    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
     # The warm-up pays one-off costs (oneDNN kernel selection, lazy imports) outside the timed call.
-    denoiser.denoise(Volume(phantom((32, 32, 32), "float32", seed=1), geometry))
-    array = phantom(shape, dtype)
-    # An int16 input is a CT as DICOM would tag it; a float32 one is untagged and goes through the guess.
-    volume = Volume(array, geometry, modality="ct" if dtype == "int16" else None, source=token)
+    denoiser.denoise(_image((32, 32, 32) if len(shape) == 3 else (32, 32), "float32", seed=1))
+    volume = _image(shape, dtype)
+    array = volume.array
     rss_before = _status_kib("VmRSS")
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     hwm_reset = _reset_peak()
@@ -154,12 +168,40 @@ def _child(token: str, args: argparse.Namespace) -> dict:
     return json.loads(lines[-1])
 
 
+def _cli_seconds(token: str, args: argparse.Namespace, folder: Path) -> float | None:
+    """Wall time of ``medical-denoise denoise`` on the size's phantom written to a file (None: it failed)."""
+    ensure_library_importable()
+    from MedicalDenoiseLib.io.writing import write_volume
+
+    shape, dtype = parse_size(token)
+    source, target = folder / "input.nrrd", folder / "output.nrrd"
+    write_volume(_image(shape, dtype), source)
+    command = [sys.executable, "-m", "MedicalDenoiseLib.cli.main", "denoise", str(source), str(target),
+               "--device", args.device, "--progress", "none", "--overwrite"]
+    command += ["--model", args.model] if args.model else []
+    command += ["--tile", str(args.tile)] if args.tile else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_PARENT), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": str(args.threads)}
+    started = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        print(f"{token}: the command failed: {done.stderr.strip()[-300:]}", file=sys.stderr)
+        return None
+    return seconds
+
+
+def _name(token: str) -> str:
+    shape, dtype = parse_size(token)
+    return "×".join(map(str, reversed(shape))) + (" (2D)" if len(shape) == 2 else "") + f" {dtype}"
+
+
 def _row(r: dict) -> str:
     shape, dtype = parse_size(r["token"])
-    z, y, x = shape
-    name = f"{x}×{y}×{z} {dtype}"
+    name = _name(r["token"])
+    cli = "–" if r.get("cli_s") is None else f"{r['cli_s']:.2f}"
     if "error" in r:
-        return f"| {name} | – | – | – | – | – | – | – | – | – | failed: {r['error']} |"
+        return f"| {name} | – | – | – | – | – | – | – | – | – | – | failed: {r['error']} |"
     mvox = r["voxels"] / 1e6
     peak, before = r["maxrss_kib"] * 1024, r["rss_before_kib"] * 1024
     mem_target = MEMORY_TARGET_FACTOR * 4 * r["voxels"] + MEMORY_TARGET_EXTRA
@@ -169,7 +211,7 @@ def _row(r: dict) -> str:
         verdicts.insert(0, f"time {'yes' if r['denoise_s'] <= time_target else 'NO'}")
     hwm = f"{r['hwm_kib'] / 1024:.0f}" if r["hwm_kib"] else "n/a"
     note = " ¹" if r["maxrss_kib"] == r["maxrss_before_kib"] else ""
-    return (f"| {name} | {mvox:.2f} | {r['load_s']:.2f} | {r['denoise_s']:.2f} | {r['denoise_s'] / mvox:.3f} | "
+    return (f"| {name} | {mvox:.2f} | {r['load_s']:.2f} | {r['denoise_s']:.2f} | {r['denoise_s'] / mvox:.3f} | {cli} | "
             f"{'≤ %.0f s' % time_target if time_target else '–'} | {before / MIB:.0f} | {peak / MIB:.0f}{note} | "
             f"{(peak - before) / MIB:.0f} | {hwm} | {mem_target / MIB:.0f} | {', '.join(verdicts)} |")
 
@@ -188,15 +230,17 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
         f"- Date: {utc_now()}",
         f"- Command: `{command_line()}`",
         "",
-        "| input (x×y×z) | Mvoxels | model load s | denoise s | s / Mvoxel | time target | RSS before MiB | "
-        "peak RSS MiB | increase MiB | VmHWM in denoise MiB | memory target MiB | meets target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| input (x×y×z) | Mvoxels | model load s | denoise s | s / Mvoxel | CLI end to end s | time target | "
+        "RSS before MiB | peak RSS MiB | increase MiB | VmHWM in denoise MiB | memory target MiB | meets target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *[_row(r) for r in results],
         "",
         "Synthetic smooth phantom with Gaussian noise (5 % of the range); float32 inputs are normalised as MR "
         "(intensity guess), int16 inputs are tagged CT (values in HU). Each size runs in a fresh process after "
         "a 32³ warm-up. *denoise s* is the wall time of `Denoiser.denoise` alone (normalisation, noise "
-        "estimate, tiled network, denormalisation); *s / Mvoxel* stays flat if time is linear in size. "
+        "estimate, tiled network, denormalisation); *s / Mvoxel* stays flat if time is linear in size (a 2D "
+        "image should cost about what the volume of the same voxel count costs). *CLI end to end* (with "
+        "`--cli`) is `medical-denoise denoise` on the same input as a file, from start to exit. "
         "*peak RSS* is `ru_maxrss` of the whole process (Python, torch, model, input and output included), "
         "*increase* is that minus the RSS just before the call, *VmHWM in denoise* is the kernel's peak RSS "
         "reset just before the call. Memory target: 3 × float32 input bytes + 1.5 GiB, against peak RSS; "
@@ -225,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="markdown file whose section is (re)written")
     parser.add_argument("--section", default="speed_memory",
                         help="name of that section (default speed_memory; one per model, e.g. speed_memory_gan)")
+    parser.add_argument("--cli", action="store_true", help="also time the command line end to end on each size")
     parser.add_argument("--one", metavar="SIZE", help=argparse.SUPPRESS)  # internal: the child's job
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
@@ -240,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_one(args.one, args.model, args.threads, args.device, args.tile)))
         return 0
     results = [_child(token, args) for token in args.sizes]
+    if args.cli:
+        with tempfile.TemporaryDirectory() as folder:
+            for result in results:
+                result["cli_s"] = _cli_seconds(result["token"], args, Path(folder))
     section = report(results, args)
     print(section)
     if args.out:
