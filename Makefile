@@ -25,7 +25,7 @@ test: $(STAMP)
 # About 45 minutes on 2 cores (BM4D and the non-local means dominate); not part of `make test`.
 benchmark: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e ".[baselines]"
-	$(BIN)/python benchmarks/speed_memory.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/speed_memory.py --cli --out docs/benchmarks.md
 	$(BIN)/python benchmarks/speed_memory.py --model gan-v1 --sizes 256 --section speed_memory_gan --out docs/benchmarks.md
 	$(BIN)/python benchmarks/quality.py --bm4d-crop 64 --out docs/benchmarks.md
 	$(BIN)/python benchmarks/real_noisy.py --out docs/benchmarks.md
