@@ -142,8 +142,8 @@ class MedicalDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         slicer.app.disconnect("aboutToQuit()", self.cleanup)
         self._pollTimer.stop()
-        self._job = None
-        self.logic.stopBackgroundJobs(removeFiles=True)
+        self.logic.stopBackgroundJobs(removeFiles=True)  # Slicer quits or the module is reloaded
+        self._binding.unbind()
         self.removeObservers()
 
     def enter(self):
