@@ -46,7 +46,7 @@ class CTProjectionNoise:
             ``(n − k)/n`` for lag ``k``. 1 gives independent slices.
         pixel_size_mm: in-plane pixel size when neither the context's spacing nor precomputed projections
             give it.
-        views: projection angles over 180° (None: ``π/2 ×`` the image's diagonal, 64–1024).
+        views: projection angles over 180° (None: ``π/2 ×`` the image's larger side, 64–768).
         mu_water: attenuation of water in 1/mm (0.0195 at ~70 keV).
         hu_offset, hu_per_unit: ``HU = hu_offset + hu_per_unit · value``; (0, 1) for images in HU,
             (−1000, 2000) for the library's normalised CT.
