@@ -164,7 +164,8 @@ def test_a_patch_with_the_volumes_projections_has_the_whole_slices_noise():
     sinograms = SliceSinograms(volume, PIXEL_MM)
     model = CTProjectionNoise(photons=3e5, pixel_size_mm=PIXEL_MM)
     patch = volume[2:6, 38:58, 38:58]
-    in_context = model.simulate(patch, np.random.default_rng(0), NoiseContext(projections=sinograms, origin=(2, 38, 38)))
+    context = NoiseContext(projections=sinograms, origin=(2, 38, 38))
+    in_context = model.simulate(patch, np.random.default_rng(0), context)
     whole = model.simulate(volume, np.random.default_rng(1)).noise[2:6, 38:58, 38:58]
     alone = model.simulate(patch, np.random.default_rng(2))  # the patch as its own field of view
     assert in_context.noise.std() == pytest.approx(whole.std(), rel=0.12)
@@ -178,7 +179,8 @@ def test_same_seed_same_noise_and_origin_outside_the_volume_is_refused():
     assert not np.array_equal(a, simulate(image, seed=4).noisy)
     sinograms = SliceSinograms(image, PIXEL_MM)
     with pytest.raises(ValueError, match="origin"):
-        CTProjectionNoise().simulate(image, np.random.default_rng(0), NoiseContext(projections=sinograms, origin=(1, 0, 0)))
+        CTProjectionNoise().simulate(image, np.random.default_rng(0),
+                                     NoiseContext(projections=sinograms, origin=(1, 0, 0)))
 
 
 @pytest.mark.parametrize("params, message", [

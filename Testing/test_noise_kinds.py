@@ -80,7 +80,8 @@ def test_distributions_have_their_defining_shape():
     assert logs.min() >= -3 and logs.max() <= -1
     assert np.histogram(logs, bins=4, range=(-3, -1))[0].min() > 900  # uniform in log: each quarter ~1000
     uniform = np.array([Uniform(2.0, 4.0).draw(rng) for _ in range(4000)])
-    assert uniform.mean() == pytest.approx(3.0, abs=0.03) and uniform.std() == pytest.approx(2 / math.sqrt(12), rel=0.05)
+    assert uniform.mean() == pytest.approx(3.0, abs=0.03)
+    assert uniform.std() == pytest.approx(2 / math.sqrt(12), rel=0.05)
     choices = [Choice(("a", "b", "b")).draw(rng) for _ in range(3000)]
     assert choices.count("b") / 3000 == pytest.approx(2 / 3, abs=0.03)
     sometimes = [Sometimes(0.25, Uniform(5, 6), 1.0).draw(rng) for _ in range(4000)]

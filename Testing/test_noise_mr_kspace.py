@@ -115,7 +115,8 @@ def test_2d_images_same_seed_same_noise():
 @pytest.mark.parametrize("params, message", [
     ({"sigma": -1.0}, "sigma must be"), ({"sigma": 0.1, "acquired": (1.0, 0.0, 1.0)}, "acquired must hold"),
     ({"sigma": 0.1, "partial_fourier": 0.3}, r"partial_fourier must be in \[0.5, 1\]"),
-    ({"sigma": 0.1, "coils": 0}, "coils must be"), ({"sigma": 0.1, "acquisition": "spiral"}, "acquisition must be one of 3d, 2d"),
+    ({"sigma": 0.1, "coils": 0}, "coils must be"),
+    ({"sigma": 0.1, "acquisition": "spiral"}, "acquisition must be one of 3d, 2d"),
 ])
 def test_bad_parameters_name_the_rule(params, message):
     with pytest.raises(ValueError, match=message):

@@ -27,7 +27,8 @@ def test_fully_developed_envelope_is_rayleigh_with_the_echogenicity_as_rms():
 def test_grain_follows_the_point_spread_function():
     # Complex Gaussian field blurred by a Gaussian of SD σ: intensity correlation |ρ|² = exp(−d²/2σ²).
     axial, lateral = 1.0, 2.0
-    intensity = speckle_envelope(np.ones((12, 64, 64), np.float32), np.random.default_rng(1), (0.0, axial, lateral)) ** 2
+    amplitude = np.ones((12, 64, 64), np.float32)
+    intensity = speckle_envelope(amplitude, np.random.default_rng(1), (0.0, axial, lateral)) ** 2
     for axis, sd in ((1, axial), (2, lateral)):
         for lag in (1, 2):
             assert lag_correlation(intensity, axis, lag) == pytest.approx(math.exp(-lag**2 / (2 * sd**2)), abs=0.04)
@@ -59,7 +60,8 @@ def test_log_compressed_speckle_is_additive_with_an_sd_of_5_57_db():
 def test_clean_target_is_speckle_free_and_clipped_like_the_display():
     image = np.zeros((4, 48, 48), np.float32)
     image[:, 12:36, 12:36] = 0.2
-    result = UltrasoundSpeckle(dynamic_range_db=50.0, display_range=(0.0, 255.0)).simulate(image, np.random.default_rng(4))
+    model = UltrasoundSpeckle(dynamic_range_db=50.0, display_range=(0.0, 255.0))
+    result = model.simulate(image, np.random.default_rng(4))
     inside = result.clean[:, 18:30, 18:30]
     level = 255.0 * (1 + (20 * math.log10(0.2) + LOG_SPECKLE_MEAN_DB) / 50.0)
     np.testing.assert_allclose(inside, level, rtol=1e-4)
@@ -69,7 +71,8 @@ def test_clean_target_is_speckle_free_and_clipped_like_the_display():
 
 def test_a_log_compressed_input_is_its_own_target_where_flat():
     display = np.full((4, 40, 40), 0.6, np.float32)
-    result = UltrasoundSpeckle(dynamic_range_db=55.0, input_log_compressed=True).simulate(display, np.random.default_rng(5))
+    model = UltrasoundSpeckle(dynamic_range_db=55.0, input_log_compressed=True)
+    result = model.simulate(display, np.random.default_rng(5))
     np.testing.assert_allclose(result.clean, 0.6, atol=1e-5)
     assert result.noise.std() == pytest.approx(LOG_SPECKLE_SD_DB / 55.0, rel=0.06)
 
@@ -93,7 +96,8 @@ def test_same_seed_same_speckle():
 
 @pytest.mark.parametrize("params, message", [
     ({"axial_psf": 0.0}, "axial_psf must be"), ({"dynamic_range_db": -3.0}, "dynamic_range_db must be"),
-    ({"scatterers_per_cell": 0.0}, "scatterers_per_cell must be"), ({"display_range": (1.0, 0.0)}, "display_range must be"),
+    ({"scatterers_per_cell": 0.0}, "scatterers_per_cell must be"),
+    ({"display_range": (1.0, 0.0)}, "display_range must be"),
     ({"axial_axis": 0}, "axial_axis must be -2 or -1"),
 ])
 def test_bad_parameters_name_the_rule(params, message):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .ct_projection import CTProjectionNoise
 from .ct_sinograms import SliceSinograms
-from .image_domain import NOISE_MODELS, CTQuantumNoise, GaussianNoise, RandomNoise, RicianNoise, SpeckleNoise, make_noise
+from .image_domain import (NOISE_MODELS, CTQuantumNoise, GaussianNoise, RandomNoise, RicianNoise, SpeckleNoise,
+                           make_noise)
 from .kinds import NOISE_KINDS, NoiseKind, kinds_for_modality, noise_kind
 from .mr_kspace import MRKSpaceNoise
 from .random_model import RandomNoiseModel

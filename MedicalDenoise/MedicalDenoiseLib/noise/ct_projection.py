@@ -135,7 +135,8 @@ class CTProjectionNoise:
         theta = np.pi * np.arange(views) / views
         # Detector grid centred on the region: t of the region's centre plus whole bins either side.
         centre_y, centre_x = origin[1] + (height - 1) / 2, origin[2] + (width - 1) / 2
-        t_centre = (centre_x - projections.centre[1]) * np.cos(theta) - (centre_y - projections.centre[0]) * np.sin(theta)
+        centre = projections.centre
+        t_centre = (centre_x - centre[1]) * np.cos(theta) - (centre_y - centre[0]) * np.sin(theta)
         t = t_centre[:, None] + (np.arange(bins) - bins // 2)[None]
         n = int(self.slice_average)
         thin = np.clip(origin[0] + np.arange(depth + n - 1) - (n - 1) // 2, 0, projections.shape[0] - 1)
@@ -165,7 +166,8 @@ class CTProjectionNoise:
         few = expected < _POISSON_BELOW
         if few.any():  # photon starvation: exact Poisson, where the log's bias makes the streaks
             lam = expected[few]
-            counts = rng.poisson(lam) + np.sqrt(electronic_variance) * rng.standard_normal(lam.size, dtype=np.float32)
+            electronic = np.sqrt(electronic_variance) * rng.standard_normal(lam.size, dtype=np.float32)
+            counts = rng.poisson(lam) + electronic
             x[few] = counts / lam - 1.0
         np.maximum(x, 1.0 / expected - 1.0, out=x)  # counts are clipped to ≥ 1 before the log
         return -np.log1p(x)
@@ -177,5 +179,5 @@ CT_PROJECTION_RANGES = {
     "kernel": Choice(KERNELS),
     "slice_average": Sometimes(0.25, Choice((2, 3, 4)), 1),
 }
-"""Training ranges. On a 0.8 mm abdominal slice (Shepp-Logan kernel) 5e4–5e6 photons add ~110 to ~10 HU in
+"""Training ranges. On a 0.8 mm abdominal slice (Shepp-Logan kernel) 5e4–5e6 photons add ~125 to ~10 HU in
 soft tissue, on top of the ~20 HU the full-dose image has."""

@@ -71,7 +71,7 @@ class MRKSpaceNoise:
             z); the rest is zero-filled, i.e. the image is interpolated ×1/fraction.
         partial_fourier: fraction of the acquired samples kept along ``partial_fourier_axis`` (0.5–1, e.g.
             5/8), zero-filled without conjugate synthesis.
-        partial_fourier_axis: image axis of partial Fourier (−2: y, −1: x, −3: z in 3D).
+        partial_fourier_axis: image axis of partial Fourier (−2: y, −1: x, −3: z of a 3D acquisition).
         coils: receive coils, combined by root-sum-of-squares and normalised by the combined sensitivity.
         acquisition: "3d" (one 3D k-space) or "2d" (multi-slice: each slice of axis 0 on its own, independent).
     """
