@@ -21,7 +21,7 @@ from training_support import make_pairs, make_volumes
     ({"data": {"patch_szie": [8, 8, 8]}}, "data: unknown key(s) patch_szie; valid: patch_size"),
     ({"data": {"patch_size": [16, 16]}}, "data.patch_size must be 3 integer(s) >= 2, got [16, 16]"),
     ({"noise": {"sigma_range": [0.2, 0.1]}}, "noise.sigma_range must have low <= high, got [0.2, 0.1]"),
-    ({"noise": {"kinds": {"mr": ["poisson"]}}}, "noise.kinds['mr'] must be one of gaussian, rician, ct, speckle, got 'poisson'"),
+    ({"noise": {"kinds": {"mr": ["poisson"]}}}, "noise.kinds['mr'] must be one of gaussian, rician, ct, speckle, ct-projection, mr-kspace, us-speckle, got 'poisson'"),
     ({"augment": {"motion": 1.5}}, "augment.motion must be in [0, 1], got 1.5"),
     ({"gan": {"adversarial_loss": "wgan"}}, "gan.adversarial_loss must be one of lsgan, nonsaturating, got 'wgan'"),
     ({"network": {"architecture": "unet"}}, "network: architecture must be one of"),
@@ -130,7 +130,8 @@ def test_phantom_batches_are_exactly_clean_targets_with_mr_noise():
     assert batch.clean.shape == batch.noisy.shape == (3, 16, 16, 16)
     assert batch.clean.std(axis=(1, 2, 3)).min() > 0.02  # phantoms, not the zero volume
     assert np.std(batch.noisy - batch.clean) == pytest.approx(0.05, rel=0.05)
-    assert np.allclose(batch.sigma, np.hypot(0.05, config.noise.weight_floor))
+    # The loss level is the realised noise SD (physics kinds have no single drawn level), within sampling error.
+    assert np.allclose(batch.sigma, np.hypot(0.05, config.noise.weight_floor), rtol=0.03)
     # Self-supervised batches never use phantoms: there is no noise model for them to learn from.
     never = config_from_dict({"data": {"patch_size": [16, 32, 32], "batch_size": 1, "phantom_fraction": 1.0}})
     assert BatchMaker("self-supervised", [_volume("b", (20, 40, 40))], never, (4, 8, 8)).phantom_fraction == 0
@@ -146,3 +147,24 @@ def test_non_finite_voxels_are_filled_with_the_median(tmp_path):
     assert np.isfinite(volume.image).all()
     filled = volume.image[0, 0, :3]
     assert np.all(filled == filled[0]) and filled[0] == pytest.approx(np.median(volume.image), abs=1e-6)
+
+
+@pytest.mark.parametrize("modality, kind", [("mr", "mr-kspace"), ("ct", "ct-projection"), ("us", "us-speckle")])
+def test_physics_noise_trains_towards_the_acquisition_without_noise(modality, kind):
+    config = config_from_dict({"data": {"patch_size": [8, 16, 16], "batch_size": 2, "phantom_fraction": 0.0},
+                               "augment": {"flips": False, "intensity_scale": [1.0, 1.0], "anisotropy": 0.0,
+                                           "bias_field": 0.0, "motion": 0.0, "ghosting": 0.0},
+                               "noise": {"kinds": {modality: [kind]}}})
+    image = (phantom((8, 40, 40)) * 0.8 + 0.1).astype(np.float32)  # normalised: CT 0.1–0.9 is −800…+800 HU
+    volume = TrainingVolume("v", modality, image, None, np.argwhere(np.ones(image.shape, bool)).astype(np.int32),
+                            (1.0, 0.8, 0.8))
+    batch = BatchMaker("synthetic", [volume], config, (4, 4, 4))(np.random.default_rng(3))
+    noise = batch.noisy - batch.clean
+    assert noise.std() > 2e-4  # noise was added (a 32 mm wide slice attenuates little: CT noise is small)
+    realised = np.sqrt(batch.sigma**2 - config.noise.weight_floor**2)
+    expected = np.maximum(noise.std(axis=(1, 2, 3)), config.noise.sigma_range[0])  # levels are clamped at the min
+    assert np.allclose(realised, expected, rtol=0.05)  # ...and the loss knows how much
+    if kind != "ct-projection":
+        # The target is the noise-free acquisition (k-space blurred, log-compressed), not the volume's crop.
+        assert not any(np.allclose(c, image[:, y:y + 16, x:x + 16], atol=1e-3)
+                       for c in batch.clean for y in range(25) for x in range(25))

@@ -10,6 +10,7 @@ from MedicalDenoiseLib.inference.normalization import IntensityNormalizer
 from MedicalDenoiseLib.io.reading import read_volume
 from MedicalDenoiseLib.models.model_files import load_model
 from training.config import config_from_dict
+from training.errors import ConfigError
 from training.init_model import initial_network
 from training.subsampling import neighbour_pairs, subsample_numpy, subsample_torch
 from conftest import oblique_geometry, phantom
@@ -140,3 +141,19 @@ def test_a_dicom_series_and_a_ct_file_train_together(capsys, tmp_path):
     assert "patient/ct_series: 20×24×24 (z×y×x), ct" in out
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["modalities"] == {"case0.nrrd": "mr", "patient/ct_series": "ct"}
+
+
+def test_blind_start_keeps_the_image_weights_and_drops_the_level_channel(tiny_model_file):
+    config = config_from_dict(merged(TINY, {"init": str(tiny_model_file), "blind": True}))
+    blind, network_config, info = initial_network(config)
+    conditioned = load_model(tiny_model_file).network
+    assert conditioned.config.noise_level_input and not network_config.noise_level_input and info["init_blind"]
+    assert blind.stem[0].weight.shape[1] == 1
+    x = torch.rand(1, 1, 8, 8, 8)
+    blind.eval()
+    with torch.no_grad():
+        # Told a level of 0, the conditioned network's level channel adds nothing: the blind one is that network.
+        assert torch.allclose(blind(x), conditioned(x, 0.0), atol=1e-6)
+        assert not torch.allclose(blind(x), conditioned(x, 0.1), atol=1e-4)
+    with pytest.raises(ConfigError, match="blind must be true or false, got 'yes'"):
+        config_from_dict(merged(TINY, {"blind": "yes"}))

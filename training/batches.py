@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from MedicalDenoiseLib.noise.image_domain import RandomNoise
-
 from .augment import Augmenter
 from .conditioning import estimate_levels
 from .config import TrainConfig
+from .noise_source import PatchNoise
 from .patches import PatchSampler, extract
 from .subsampling import neighbour_pairs, subsample_numpy
 from .synthetic_phantoms import random_phantom
@@ -79,8 +78,7 @@ class BatchMaker:
         self.augment = Augmenter(config.augment, artefacts=source != "self-supervised")
         self.min_sigma = config.noise.sigma_range[0]
         self.weight_floor = config.noise.weight_floor
-        sigma_range = config.noise.sigma_range
-        self.noise = {m: RandomNoise(kinds=tuple(k), sigma_range=sigma_range) for m, k in config.noise.kinds.items()}
+        self.noise = PatchNoise(config.noise.kinds, config.noise.sigma_range)
 
     def __call__(self, rng: np.random.Generator) -> Batch:
         if self.phantom_fraction and rng.random() < self.phantom_fraction:
@@ -89,16 +87,17 @@ class BatchMaker:
         noisy, clean, sigma = [], [], []
         for ref in refs:
             volume = self.volumes[ref.volume]
+            if self.source == "synthetic":
+                pair, drawn = self._synthetic_pair(volume, ref, shape, rng)
+                noisy.append(pair[0])
+                clean.append(pair[1])
+                sigma.append(drawn)
+                continue
             channels = [extract(volume.image, ref, shape)]
             if self.source == "paired":
                 channels.append(extract(volume.target, ref, shape))
             patch = self.augment(np.stack(channels), volume.modality, rng)
-            if self.source == "synthetic":
-                noisy_patch, drawn = self.noise[volume.modality](patch[0], rng)
-                noisy.append(noisy_patch)
-                clean.append(patch[0])
-                sigma.append(drawn)
-            elif self.source == "paired":
+            if self.source == "paired":
                 noisy.append(patch[0])
                 clean.append(patch[1])
                 sigma.append(float(np.std(patch[0] - patch[1])))
@@ -117,11 +116,31 @@ class BatchMaker:
         batch.rng_state = rng.bit_generator.state
         return batch
 
+    def _synthetic_pair(self, volume: TrainingVolume, ref, shape, rng: np.random.Generator
+                        ) -> tuple[np.ndarray, float]:
+        """``(2, D, H, W)`` noisy and target patch, and the realised noise SD.
+
+        Noise that depends on the whole slice is drawn at the patch's place first and both channels are
+        augmented alike; any other noise is drawn on the augmented clean patch (thick slices and artefacts
+        belong to the anatomy, not to the noise).
+        """
+        model = self.noise.draw(volume.modality, rng)
+        if self.noise.needs_whole_slices(model):
+            raw = np.ascontiguousarray(extract(volume.image, ref, shape))
+            realised = self.noise.simulate(model, raw, rng, volume, ref.volume, ref.start)
+            pair = self.augment(np.stack([realised.noisy, realised.clean]), volume.modality, rng)
+            return pair, float(np.std(pair[0] - pair[1]))
+        patch = self.augment(np.stack([extract(volume.image, ref, shape)]), volume.modality, rng)[0]
+        realised = self.noise.simulate(model, patch, rng)
+        return np.stack([realised.noisy, realised.clean]), realised.sigma
+
     def _phantom_batch(self, rng: np.random.Generator) -> Batch:
         """Noise-free procedural phantoms with MR-style noise (the phantoms' intensities are MR-like)."""
-        clean = np.stack([random_phantom(self.patch_size, rng) for _ in range(self.batch_size)])
-        noisy, sigma = zip(*(self.noise["mr"](patch, rng) for patch in clean))
-        noisy_batch = np.stack(noisy).astype(np.float32)
+        phantoms = [random_phantom(self.patch_size, rng) for _ in range(self.batch_size)]
+        realised = [self.noise.simulate(self.noise.draw("mr", rng), patch, rng) for patch in phantoms]
+        noisy_batch = np.stack([r.noisy for r in realised]).astype(np.float32)
+        clean = np.stack([r.clean for r in realised])
+        sigma = [r.sigma for r in realised]
         level = np.maximum(np.array(sigma, dtype=np.float32), np.float32(self.min_sigma))
         batch = Batch(noisy_batch, clean.astype(np.float32), estimate_levels(noisy_batch),
                       np.sqrt(level**2 + np.float32(self.weight_floor) ** 2))

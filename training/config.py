@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from MedicalDenoiseLib.models.networks import NetworkConfig
-from MedicalDenoiseLib.noise.image_domain import NOISE_MODELS
+from MedicalDenoiseLib.noise.kinds import NOISE_KINDS
 from MedicalDenoiseLib.inference.normalization import MODALITIES
 
 from .config_checks import check_choice, check_ints, check_number, check_span, set_field
@@ -110,8 +110,9 @@ class NoiseConfig:
     Attributes:
         sigma_range: noise SD in normalised units, drawn log-uniformly. A level below its minimum is clamped
             to it in the loss weights (every mode).
-        kinds: modality → noise models to choose from (``MedicalDenoiseLib.noise.image_domain.NOISE_MODELS``);
-            "ct" is the FBP-correlated CT noise.
+        kinds: modality → noise kinds to choose from (``MedicalDenoiseLib.noise.NOISE_KINDS``): white
+            "gaussian" and "rician", the fast FBP-shaped "ct" and "speckle", and the acquisition physics
+            "ct-projection", "mr-kspace" and "us-speckle" (docs/noise-physics.md).
         weight_floor: the loss weights are ``1 / (σ² + weight_floor²)``. Real "clean" volumes carry noise of
             their own (1–2 % of the range): without a floor the lowest levels, where that noise is all the
             network sees, would dominate the loss. 0 gives plain 1/σ².
@@ -133,7 +134,7 @@ class NoiseConfig:
             if not names:
                 raise ConfigError(f"noise.kinds[{modality!r}] must list at least one noise model, got []")
             for name in names:
-                check_choice(f"noise.kinds[{modality!r}]", name, tuple(NOISE_MODELS))
+                check_choice(f"noise.kinds[{modality!r}]", name, tuple(NOISE_KINDS))
             kinds[modality] = names
         set_field(self, "kinds", kinds)
 
@@ -281,6 +282,10 @@ class TrainConfig:
         seed: seeds every random choice (patches, noise, augmentation, initial weights).
         max_steps: optimisation steps; the learning-rate schedule ends here.
         init: a shipped model name or model file to start from (None: random weights).
+        blind: with ``init``, train without the noise-level input: the started-from network's first
+            convolution keeps its image-channel weights and drops the level channel's. A blind network
+            cannot be misled by a level estimate that does not match the noise, as happens with correlated
+            noise.
         network: the network to train (with ``init``, the model file's network is used instead).
     """
 
@@ -290,6 +295,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int = 20000
     init: str | None = None
+    blind: bool = False
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -306,6 +312,8 @@ class TrainConfig:
         set_field(self, "mode", check_choice("mode", self.mode, MODES))
         set_field(self, "seed", check_ints("seed", self.seed, 1, 0)[0])
         set_field(self, "max_steps", check_ints("max_steps", self.max_steps, 1, 1)[0])
+        if not isinstance(self.blind, bool):
+            raise ConfigError(f"blind must be true or false, got {self.blind!r}")
         if self.network.architecture == "patch_discriminator":
             raise ConfigError("network.architecture must be residual_autoencoder or gan_generator, got 'patch_discriminator' "
                               "(the discriminator is set under gan:)")
@@ -345,7 +353,7 @@ def config_from_dict(data: dict[str, Any] | None) -> TrainConfig:
             kwargs["network"] = NetworkConfig.from_dict(data["network"])
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"network: {exc}") from None
-    for name in ("name", "description", "mode", "seed", "max_steps", "init"):
+    for name in ("name", "description", "mode", "seed", "max_steps", "init", "blind"):
         if name in data:
             kwargs[name] = data[name]
     return TrainConfig(**kwargs)

@@ -43,8 +43,13 @@ def initial_network(config: TrainConfig) -> tuple[nn.Module, NetworkConfig, dict
                           "or gan_generator)")
     # A generator fine-tuned in another mode stays a generator; an autoencoder becomes one only for GAN mode.
     network_config = replace(source, architecture=_architecture_for(config.mode, source.architecture))
+    weights = loaded.network.state_dict()
+    if config.blind and source.noise_level_input:
+        # The level channel is the stem's last input channel: keep the image channels' weights only.
+        network_config = replace(network_config, noise_level_input=False)
+        weights["stem.0.weight"] = weights["stem.0.weight"][:, : source.in_channels].clone()
     network = build_network(network_config)
-    missing, unexpected = network.load_state_dict(loaded.network.state_dict(), strict=False)
+    missing, unexpected = network.load_state_dict(weights, strict=False)
     new_ok = source.architecture == "residual_autoencoder" and network_config.architecture == "gan_generator"
     bad_missing = [k for k in missing if not (new_ok and k.startswith("refine."))]
     if bad_missing or unexpected:
@@ -54,5 +59,6 @@ def initial_network(config: TrainConfig) -> tuple[nn.Module, NetworkConfig, dict
         "init": str(config.init), "init_name": loaded.card.name, "init_sha256": loaded.sha256,
         "init_architecture": source.architecture, "init_noise_range": list(loaded.card.noise_range),
         "init_training_data": list(loaded.card.training_data), "init_modalities": list(loaded.card.modalities),
+        "init_blind": bool(config.blind and source.noise_level_input),
     }
     return network, network_config, info

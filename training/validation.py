@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from MedicalDenoiseLib.evaluation.metrics import psnr, ssim3d
-from MedicalDenoiseLib.noise.image_domain import RandomNoise
 
 from .conditioning import estimate_levels
+from .noise_source import PatchNoise
 from .config import TrainConfig
 from .modes.base import Runtime
 from .subsampling import neighbour_pairs, subsample_numpy
@@ -70,9 +70,12 @@ class Validator:
             image = np.ascontiguousarray(volume.image[region])
             if source == "synthetic":
                 for sigma in config.validation.sigmas:
-                    noise = RandomNoise(kinds=tuple(config.noise.kinds[volume.modality]), sigma_range=(sigma, sigma))
-                    noisy, _ = noise(image, rng)
-                    self.items.append(_Item(f"{volume.name}@{sigma:g}", noisy, image, sigma))
+                    # One slot per level: a kind drawn from the modality's list, white kinds at exactly this
+                    # level, physics kinds with parameters drawn from their ranges; the target is the
+                    # realisation's clean image (for MR k-space and speckle it differs from the crop).
+                    noise = PatchNoise({volume.modality: config.noise.kinds[volume.modality]}, (sigma, sigma))
+                    realised = noise.simulate(noise.draw(volume.modality, rng), image, rng)
+                    self.items.append(_Item(f"{volume.name}@{sigma:g}", realised.noisy, realised.clean, sigma))
             elif source == "paired":
                 self.items.append(_Item(volume.name, image, np.ascontiguousarray(volume.target[region])))
             else:
