@@ -62,7 +62,7 @@ def test_denoise_file_keeps_geometry_and_type_and_leaves_input_alone(capsys, tmp
     assert result.array.dtype == np.int16 and result.array.shape == original.array.shape
     assert result.geometry == original.geometry
     assert result.array.min() < -500
-    assert (tmp_path / "p.png").exists() and "out.mha: ct, noise SD" in out  # the modality it chose
+    assert (tmp_path / "p.png").exists() and f"out.mha: ct, model {tiny_model_file} (chosen with --model)" in out
 
 
 def test_shipped_model_from_the_console(capsys, tmp_path, noisy_nrrd):
@@ -276,3 +276,28 @@ def test_nifti_geometry_survives_within_the_formats_float32_precision(capsys, tm
     original, result = read_volume(source).geometry, read_volume(tmp_path / "o.nii.gz").geometry
     assert result.spacing == original.spacing and result.origin == original.origin
     np.testing.assert_allclose(result.direction, original.direction, atol=1e-6)
+
+
+def test_without_model_each_image_gets_its_modalitys_default(capsys, tmp_path, tiny_model_file, ct_volume, noisy_nrrd,
+                                                               monkeypatch):
+    from MedicalDenoiseLib.models.model_files import file_sha256
+
+    resources = tmp_path / "Resources"
+    (resources / "Models").mkdir(parents=True)
+    entries = []
+    for name in ("tiny-mr", "tiny-ct"):
+        target = resources / "Models" / f"{name}.safetensors"
+        target.write_bytes(tiny_model_file.read_bytes())
+        entries.append({"name": name, "file": f"Models/{name}.safetensors", "sha256": file_sha256(target),
+                        "summary": name})
+    registry = {"default": "tiny-mr", "default_by_modality": {"ct": "tiny-ct"}, "models": entries}
+    (resources / "Models.json").write_text(__import__("json").dumps(registry), encoding="utf-8")
+    monkeypatch.setenv("MEDICAL_DENOISE_RESOURCES", str(resources))
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    write_volume(ct_volume, folder / "chest.mha")
+    (folder / "brain.nrrd").write_bytes(noisy_nrrd.read_bytes())
+    code, out, err = _run(capsys, "denoise", folder, tmp_path / "outputs")
+    assert code == 0, err
+    assert "chest.mha: ct, model tiny-ct (the default for CT)" in out
+    assert "brain.nrrd: mr, model tiny-mr (the default for MR)" in out

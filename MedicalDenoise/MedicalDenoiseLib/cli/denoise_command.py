@@ -11,7 +11,8 @@ from ..errors import InputError, MedicalDenoiseError, OutputError
 from ..io.formats import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file
 from ..io.reading import read_volume
 from ..io.writing import write_volume
-from ..inference.normalization import MODALITIES
+from ..inference.normalization import MODALITIES, guess_modality
+from ..models.registry import default_model_name
 from ..evaluation.preview import comparison_png
 from .progress import PROGRESS_MODES, make_progress
 
@@ -26,7 +27,8 @@ def _strength(value: str):
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="registry name (see `medical-denoise models`) or a .safetensors file; default: the default model")
+    parser.add_argument("--model", help="registry name (see `medical-denoise models`) or a .safetensors file; default: the "
+                        "shipped default for the image's modality")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where the network runs (default: auto)")
     parser.add_argument("--tile", type=int, default=None, help="largest tile edge in voxels (default: 160 on CPU, 192 on GPU)")
     parser.add_argument("--flips", action="store_true", help="average over the 8 axis flips: slightly better, 8x slower")
@@ -80,8 +82,30 @@ def _jobs(args) -> list[tuple[Path, Path]]:
     return jobs
 
 
-def _denoise_one(denoiser: Denoiser, source: Path, target: Path, args, label: str) -> None:
+class _Models:
+    """One Denoiser per model, made on first use; without ``--model``, the registry's default for the modality
+    each image is (tagged, or recognised from its intensities)."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self._loaded: dict[str, Denoiser] = {}
+
+    def for_volume(self, volume) -> tuple[Denoiser, str]:
+        """The Denoiser for ``volume`` and a note naming the model and why it was chosen."""
+        args = self.args
+        if args.model:
+            name, why = args.model, "chosen with --model"
+        else:
+            modality = guess_modality(volume.array, volume.modality if args.modality == "auto" else args.modality)
+            name, why = default_model_name(modality), f"the default for {modality.upper()}"
+        if name not in self._loaded:
+            self._loaded[name] = Denoiser(name, device=args.device, tile_size=args.tile, flips=args.flips)
+        return self._loaded[name], f"{name} ({why})"
+
+
+def _denoise_one(models: _Models, source: Path, target: Path, args, label: str) -> None:
     volume = read_volume(source)
+    denoiser, chosen = models.for_volume(volume)
     progress = make_progress(args.progress, label)
     try:
         result = denoiser.denoise(volume, strength=args.strength, modality=args.modality, progress=progress)
@@ -90,8 +114,9 @@ def _denoise_one(denoiser: Denoiser, source: Path, target: Path, args, label: st
     write_volume(result.volume, target, reference=volume, overwrite=args.overwrite)
     for message in result.messages:
         print(f"medical-denoise: note: {source}: {message}", file=sys.stderr)
-    print(f"{source} -> {target}: {result.modality}, noise SD {result.estimated_sigma:.4g} estimated, "
-          f"{result.used_sigma:.4g} used, {result.seconds:.1f} s on {result.device}", flush=True)
+    print(f"{source} -> {target}: {result.modality}, model {chosen}, noise SD "
+          f"{result.estimated_sigma:.4g} estimated, {result.used_sigma:.4g} used, {result.seconds:.1f} s on "
+          f"{result.device}", flush=True)
     if args.preview is not None:
         preview = args.preview if len(args.jobs) == 1 else args.preview.with_name(f"{target.stem}_{args.preview.name}")
         comparison_png(preview, [("input", volume.array), ("denoised", result.volume.array),
@@ -100,7 +125,9 @@ def _denoise_one(denoiser: Denoiser, source: Path, target: Path, args, label: st
 
 def run(args) -> int:
     args.jobs = _jobs(args)
-    denoiser = Denoiser(args.model, device=args.device, tile_size=args.tile, flips=args.flips)
+    models = _Models(args)
+    if args.model:
+        models.for_volume(None)  # a bad --model or device fails before anything is read or written
     batch_folder = args.output if args.input.is_dir() and args.jobs[0][0] != args.input else None
     created = batch_folder is not None and not batch_folder.exists()
     if created:
@@ -110,7 +137,7 @@ def run(args) -> int:
         for index, (source, target) in enumerate(args.jobs, 1):
             label = f"[{index}/{len(args.jobs)}] {source.name}" if len(args.jobs) > 1 else source.name
             try:
-                _denoise_one(denoiser, source, target, args, label)
+                _denoise_one(models, source, target, args, label)
             except MedicalDenoiseError as exc:
                 if len(args.jobs) == 1:
                     raise

@@ -148,16 +148,21 @@ class MedicalDenoiseLogic:
 
         self._checkNodes(inputVolume, outputVolume, residualVolume)
         parse_strength(strength)
+        from ..inference.normalization import guess_modality
+
         volume = volumeFromNode(inputVolume)
-        denoiser = self._denoiser(model, device)
+        chosen = guess_modality(volume.array, volume.modality if modality == "auto" else modality)
+        denoiser = self._denoiser(model, device, chosen)
         result = denoiser.denoise(volume, strength=strength, modality=modality, progress=progress, cancel=cancel)
         return self._storeResult(inputVolume, volume, result.volume.array, denoiser.name, outputVolume, residualVolume)
 
-    def _denoiser(self, model: str | None, device: str) -> Denoiser:
+    def _denoiser(self, model: str | None, device: str, modality: str | None = None) -> Denoiser:
+        """The cached Denoiser of ``model``; without one, the registry's default for ``modality``."""
         from ..inference.denoiser import Denoiser
         from ..models.registry import default_model_name
 
-        key = (model or default_model_name(), device)
+        model = model or default_model_name(modality)
+        key = (model, device)
         if key not in self._denoisers:
             self._denoisers[key] = Denoiser(model, device=device)
         return self._denoisers[key]
@@ -229,10 +234,11 @@ class MedicalDenoiseLogic:
             denoised = read_volume(job.outputPath).array
             if denoised.shape != volume.array.shape:
                 raise RuntimeError(f"result has shape {denoised.shape}, input {volume.array.shape}")
-            if modelName is None:
+            if modelName is None:  # the command line chose the default for the image's modality
+                from ..inference.normalization import guess_modality
                 from ..models.registry import default_model_name
 
-                modelName = default_model_name()
+                modelName = default_model_name(guess_modality(volume.array, volume.modality))
             return self._storeResult(inputVolume, volume, denoised, modelName, outputVolume, residualVolume)
         finally:
             job.cleanup()
