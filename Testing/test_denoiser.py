@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import oblique_geometry, phantom
-from MedicalDenoiseLib.inference.denoiser import Denoiser, parse_strength
+from MedicalDenoiseLib.inference.denoiser import Denoiser
+from MedicalDenoiseLib.inference.strength import parse_strength
 from MedicalDenoiseLib.errors import Cancelled, DeviceError, InputError
 from MedicalDenoiseLib.models.model_files import load_model
 from MedicalDenoiseLib.io.volume import Geometry, Volume

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..inference.denoiser import STRENGTHS, Denoiser, parse_strength
+from ..inference.denoiser import Denoiser
+from ..inference.strength import STRENGTHS, parse_strength
 from ..inference.devices import DEVICE_CHOICES
 from ..errors import InputError, MedicalDenoiseError, OutputError
 from ..io.formats import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file

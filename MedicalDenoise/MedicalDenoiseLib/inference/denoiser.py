@@ -22,37 +22,16 @@ from .devices import resolve_device
 from .noise_estimation import estimate_noise_sigma
 from .normalization import MODALITIES, IntensityNormalizer, ct_padding_value, guess_modality
 from .robust import fill_non_finite
+from .strength import STRENGTHS, parse_strength
 from .tiling import sliding_window_inference
 
-__all__ = ["STRENGTHS", "DenoiseResult", "Denoiser", "parse_strength"]
+__all__ = ["DenoiseResult", "Denoiser"]
 
 log = logging.getLogger(__name__)
 
-# Named strengths scale the estimated noise level the network is told about.
-STRENGTHS = {"mild": 0.6, "standard": 1.0, "strong": 1.6}
 _MIN_TILE = 32
 _THIN_DEPTH = 16  # volumes with at most this many slices run with the slice axis last
 _AIR_HU = -1000.0
-
-
-def parse_strength(value: str | float) -> str | float:
-    """``auto``, a named strength, or a noise SD in the image's units (a number >= 0).
-
-    Raises:
-        ValueError: naming the valid choices.
-    """
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif str(value).lower() in ("auto", *STRENGTHS):
-        return str(value).lower()
-    else:
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"strength must be auto, {', '.join(STRENGTHS)} or a noise SD >= 0, got {value!r}") from None
-    if not np.isfinite(number) or number < 0:
-        raise ValueError(f"strength must be auto, {', '.join(STRENGTHS)} or a noise SD >= 0, got {value!r}")
-    return number
 
 
 @dataclass

@@ -42,6 +42,9 @@ class ModelCard:
         training: free-form training facts (steps, patch size, loss, time).
         metrics: measured quality, e.g. {"mni152_t1 gaussian 5%": {"psnr": 35.1, "ssim": 0.96}}.
         intended_use: who should use it for what, and its limits.
+        conditioning: what a conditioned network's level channel holds: "noise-sd" (the full noise SD) or
+            "fine-scale-sd" (the high-pass estimate that models made before the full-SD estimate were trained
+            on; a card without the field is one of those). Ignored by blind networks.
     """
 
     name: str
@@ -54,6 +57,7 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     intended_use: str = "Research use only; not for diagnosis."
+    conditioning: str = "fine-scale-sd"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

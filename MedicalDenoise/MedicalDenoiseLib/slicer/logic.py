@@ -144,7 +144,7 @@ class MedicalDenoiseLogic:
             ValueError: bad input, output, model or parameters. RuntimeError: the run failed.
             Cancelled: when ``cancel()`` returned True. In every case the scene is unchanged.
         """
-        from ..inference.denoiser import parse_strength
+        from ..inference.strength import parse_strength
 
         self._checkNodes(inputVolume, outputVolume, residualVolume)
         parse_strength(strength)
@@ -189,7 +189,7 @@ class MedicalDenoiseLogic:
         ``outputVolume`` and ``createResidual`` are remembered (as ``job.request``) for
         :meth:`loadBackgroundResult`.
         """
-        from ..inference.denoiser import parse_strength
+        from ..inference.strength import parse_strength
 
         self._checkNodes(inputVolume, outputVolume, None)
         parse_strength(strength)
