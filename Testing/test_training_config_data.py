@@ -8,7 +8,7 @@ from MedicalDenoiseLib.io.writing import write_volume
 from MedicalDenoiseLib.io.volume import Volume
 from conftest import oblique_geometry, phantom
 from training.batches import BatchMaker
-from training.config import DataConfig, TrainConfig, config_from_dict, load_config
+from training.config import DataConfig, TrainConfig, config_from_dict, config_to_dict, load_config
 from training.data import VolumeSource, find_pairs, find_volumes, split_by_volume, volume_stem
 from training.errors import ConfigError, DataError
 from training.patches import PatchSampler, check_patch_size, fit_patch_shape
@@ -168,3 +168,36 @@ def test_physics_noise_trains_towards_the_acquisition_without_noise(modality, ki
         # The target is the noise-free acquisition (k-space blurred, log-compressed), not the volume's crop.
         assert not any(np.allclose(c, image[:, y:y + 16, x:x + 16], atol=1e-3)
                        for c in batch.clean for y in range(25) for x in range(25))
+
+
+def test_noisier2noise_compares_the_noisy_target_with_the_mixed_prediction():
+    import torch
+
+    from training.modes.supervised import noisier2noise_prediction
+
+    g, z = torch.full((2, 1, 2, 2, 2), 1.0), torch.full((2, 1, 2, 2, 2), 3.0)
+    mixed = noisier2noise_prediction(g, z, torch.tensor([1.0, float("inf")]))
+    assert torch.allclose(mixed[0], torch.full_like(g[0], 2.0))  # α = 1: (g + z) / 2
+    assert torch.equal(mixed[1], g[1])  # a clean target: the output itself
+    # Why it works: with n and m alike, E[y | z] = (x + z) / 2, so (g + z) / 2 = E[y | z] holds for g = x.
+    rng = np.random.default_rng(0)
+    x = 0.5
+    y = x + rng.normal(0, 0.1, 200_000)
+    z = y + rng.normal(0, 0.1, 200_000)
+    best_g = 2 * y.mean() - z.mean()  # least squares of (g + z)/2 − y over a constant g
+    assert abs(best_g - x) < 0.002
+
+
+def test_noisier2noise_batches_know_how_much_noise_was_added_to_the_targets_own():
+    config = config_from_dict({"data": {"patch_size": [8, 16, 16], "batch_size": 3, "phantom_fraction": 0.0},
+                               "noise": {"sigma_range": [0.04, 0.04], "kinds": {"mr": ["gaussian"]},
+                                         "noisier2noise": True}})
+    volume = _volume("a", (8, 24, 24))
+    volume.noise_level = 0.02
+    batch = BatchMaker("synthetic", [volume], config, (4, 4, 4))(np.random.default_rng(0))
+    realised = np.std(batch.noisy - batch.clean, axis=(1, 2, 3))
+    assert np.allclose(batch.extras["alpha2"], (realised / 0.02) ** 2, rtol=1e-4)
+    phantoms = config_from_dict({**config_to_dict(config), "data": {**config_to_dict(config)["data"], "phantom_fraction": 1.0}})
+    assert np.isinf(BatchMaker("synthetic", [volume], phantoms, (4, 4, 4))(np.random.default_rng(0)).extras["alpha2"]).all()
+    with pytest.raises(ConfigError, match="noise.noisier2noise must be true or false, got 'on'"):
+        config_from_dict({"noise": {"noisier2noise": "on"}})

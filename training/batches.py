@@ -39,7 +39,9 @@ class Batch:
         sigma: ``(B,)`` noise level for the loss weights (1/σ², or 1/σ for L1): the level drawn
             (synthetic), the SD of noisy − clean (paired) or the blind estimate (self-supervised), clamped at
             the noise range's minimum and softened by the floor: ``sqrt(max(σ, min)² + floor²)``.
-        extras: mode-specific arrays (self-supervised: ``g1``, ``g2``, ``g1_levels``, ``first``, ``second``).
+        extras: mode-specific arrays (self-supervised: ``g1``, ``g2``, ``g1_levels``, ``first``, ``second``;
+            synthetic with ``noise.noisier2noise``: ``alpha2``, ``(σ_added / σ_target)²`` per sample, inf for
+            an exactly clean target).
         rng_state: the generator's state after this batch was made.
     """
 
@@ -79,6 +81,7 @@ class BatchMaker:
         self.min_sigma = config.noise.sigma_range[0]
         self.weight_floor = config.noise.weight_floor
         self.noise = PatchNoise(config.noise.kinds, config.noise.sigma_range)
+        self.noisier2noise = config.noise.noisier2noise and source == "synthetic"
 
     def __call__(self, rng: np.random.Generator) -> Batch:
         if self.phantom_fraction and rng.random() < self.phantom_fraction:
@@ -108,6 +111,12 @@ class BatchMaker:
         level = np.maximum(np.array(sigma if sigma else levels, dtype=np.float32), np.float32(self.min_sigma))
         batch = Batch(noisy_batch, np.stack(clean).astype(np.float32) if clean else None, levels,
                       np.sqrt(level**2 + np.float32(self.weight_floor) ** 2))
+        if self.noisier2noise:
+            own = np.array([self.volumes[ref.volume].noise_level for ref in refs], dtype=np.float32)
+            added = np.array(sigma, dtype=np.float32)
+            with np.errstate(divide="ignore"):
+                batch.extras = {"alpha2": np.where(own > 0, (added / np.maximum(own, 1e-12)) ** 2, np.inf)
+                                .astype(np.float32)}
         if self.source == "self-supervised":
             first, second = neighbour_pairs(rng, noisy_batch.shape)
             g1 = subsample_numpy(noisy_batch, first)
@@ -144,6 +153,8 @@ class BatchMaker:
         level = np.maximum(np.array(sigma, dtype=np.float32), np.float32(self.min_sigma))
         batch = Batch(noisy_batch, clean.astype(np.float32), estimate_levels(noisy_batch),
                       np.sqrt(level**2 + np.float32(self.weight_floor) ** 2))
+        if self.noisier2noise:  # phantoms are exactly clean: nothing to correct
+            batch.extras = {"alpha2": np.full(len(clean), np.inf, dtype=np.float32)}
         batch.rng_state = rng.bit_generator.state
         return batch
 

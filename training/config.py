@@ -116,13 +116,21 @@ class NoiseConfig:
         weight_floor: the loss weights are ``1 / (σ² + weight_floor²)``. Real "clean" volumes carry noise of
             their own (1–2 % of the range): without a floor the lowest levels, where that noise is all the
             network sees, would dominate the loss. 0 gives plain 1/σ².
+        noisier2noise: correct for the noise the real volumes carry themselves (Noisier2Noise, Moran et al.
+            2020): a target ``y = x + n`` made noisier by ``m`` predicts ``E[y | z]``, so the network's output
+            ``g`` is trained through ``(α² g + z) / (1 + α²)`` with ``α = σ_m / σ_n``, which makes ``g``
+            estimate the clean ``x`` when ``m`` and ``n`` are noise of one kind. ``σ_n`` is the volume's own
+            blind noise estimate; phantom targets are exactly clean and train plainly.
     """
 
     sigma_range: tuple[float, float] = (0.005, 0.15)
     kinds: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(_DEFAULT_KINDS))
     weight_floor: float = 0.02
+    noisier2noise: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.noisier2noise, bool):
+            raise ConfigError(f"noise.noisier2noise must be true or false, got {self.noisier2noise!r}")
         set_field(self, "sigma_range", check_span("noise.sigma_range", self.sigma_range, 0.0))
         set_field(self, "weight_floor", check_number("noise.weight_floor", self.weight_floor, 0))
         if not isinstance(self.kinds, dict):
