@@ -51,3 +51,13 @@ def tiny_model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
     save_model(path, build_network(config), card)
     return path
+
+
+def assert_refused_in_one_line(code: int, err: str, prefix: str, *needles: str) -> None:
+    """A refusal: non-zero exit, one line on stderr starting with ``prefix`` and naming each needle, no traceback."""
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import oblique_geometry, phantom
+from conftest import assert_refused_in_one_line, oblique_geometry, phantom
 from MedicalDenoiseLib.cli.main import main
 from MedicalDenoiseLib.io.reading import read_volume
 from MedicalDenoiseLib.io.writing import write_volume
@@ -40,12 +40,7 @@ def noisy_nrrd(tmp_path):
 
 
 def _assert_refused(code, err, *needles):
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("medical-denoise: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+    assert_refused_in_one_line(code, err, "medical-denoise: error: ", *needles)
 
 
 def test_denoise_file_keeps_geometry_and_type_and_leaves_input_alone(capsys, tmp_path, tiny_model_file):

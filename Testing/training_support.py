@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from conftest import oblique_geometry, phantom
+from conftest import assert_refused_in_one_line, oblique_geometry, phantom
 from MedicalDenoiseLib.io.writing import write_volume
 from MedicalDenoiseLib.io.volume import Volume
 
@@ -86,9 +86,4 @@ def read_log(run: Path) -> list[dict]:
 
 def assert_refused(code: int, err: str, *needles: str) -> None:
     """One line on stderr, starting 'training: error: ', naming what went wrong; no traceback."""
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("training: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+    assert_refused_in_one_line(code, err, "training: error: ", *needles)

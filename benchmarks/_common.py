@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-__all__ = ["LIBRARY_PARENT", "ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section",
+__all__ = ["LIBRARY_PARENT", "publish", "ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section",
            "default_data_dir", "HELD_OUT_FILES"]
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -99,3 +99,11 @@ def write_section(path: Path, name: str, body: str, title: str = "# Benchmarks")
     from MedicalDenoiseLib.io.atomic import write_text_atomically
 
     write_text_atomically(path, text)  # a reader never sees half a file
+
+
+def publish(section: str, out: Path | None, name: str) -> None:
+    """Prints ``section`` and, with ``out``, writes it as the section ``name`` of that markdown file."""
+    print(section)
+    if out:
+        write_section(out, name, section)
+        print(f"wrote the {name} section of {out}", file=sys.stderr)

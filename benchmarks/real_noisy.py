@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from _common import (HELD_OUT_FILES, command_line, default_data_dir, ensure_library_importable, machine_line,
-                     utc_now, write_section)
+                     utc_now, publish)
 
 ensure_library_importable()
 from MedicalDenoiseLib.evaluation.crops import centre_crop  # noqa: E402
@@ -247,10 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(f"`{path.name}`: {error}")
             print(f"  skipped: {error}", file=sys.stderr)
     section = report(tables, skipped, args, denoisers)
-    print(section)
-    if args.out:
-        write_section(args.out, "real-noisy", section)
-        print(f"wrote the real-noisy section of {args.out}", file=sys.stderr)
+    publish(section, args.out, "real-noisy")
     return 0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import LIBRARY_PARENT, command_line, ensure_library_importable, machine_line, utc_now, write_section
+from _common import LIBRARY_PARENT, command_line, ensure_library_importable, machine_line, utc_now, publish
 
 DEFAULT_SIZES = ("64", "128", "256", "512x512x300", "512x512x300:int16", "512x512", "820x616", "82x96x64")
 TIME_TARGETS_S = {(256, 256, 256): 20.0}  # (z, y, x) -> seconds; only 256³ has a time target
@@ -290,10 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             for result in results:
                 result["cli_s"] = _cli_seconds(result["token"], args, Path(folder))
     section = report(results, args)
-    print(section)
-    if args.out:
-        write_section(args.out, args.section, section)
-        print(f"wrote the {args.section} section of {args.out}", file=sys.stderr)
+    publish(section, args.out, args.section)
     return 0 if all("error" not in r for r in results) else 1
 
 

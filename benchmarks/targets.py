@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from _common import command_line, ensure_library_importable, machine_line, utc_now, write_section
+from _common import command_line, ensure_library_importable, machine_line, utc_now, publish
 
 ensure_library_importable()
 from MedicalDenoiseLib.evaluation.crops import centre_crop  # noqa: E402
@@ -263,10 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         methods[DIFFUSION] = baseline_method(DIFFUSION, data_range)
     results = measure(methods, clean, data_range, args.lesions, args.seed, models)
     section = report(results, args, clean.shape, models, models[0])  # the first (the default) is the reference
-    print(section)
-    if args.out:
-        write_section(args.out, "targets", section)
-        print(f"wrote the targets section of {args.out}", file=sys.stderr)
+    publish(section, args.out, "targets")
     return 0
 
 
