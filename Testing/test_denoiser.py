@@ -219,3 +219,30 @@ def test_depth_last_network_is_the_same_function(tiny_model_file):
         got = moved(x.permute(0, 1, 3, 4, 2).contiguous(), 0.05).permute(0, 1, 4, 2, 3)
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(expected, x, atol=1e-3)  # the comparison is between outputs that do something
+
+
+@pytest.mark.parametrize("blind", [False, True])
+def test_the_sd_auto_estimates_given_as_strength_gives_the_auto_result(tmp_path, blind):
+    """--strength s means "noise of SD s" whatever the model: on correlated noise, passing the SD that auto
+    measured reproduces auto, and the SD reported is the one given."""
+    import torch
+
+    from MedicalDenoiseLib.models.model_files import ModelCard, save_model
+    from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
+    from MedicalDenoiseLib.noise.image_domain import CTQuantumNoise
+
+    torch.manual_seed(0)
+    config = NetworkConfig(features=(4, 8), blocks_per_level=(1, 1), noise_level_input=not blind)
+    path = tmp_path / "m.safetensors"
+    save_model(path, build_network(config), ModelCard(name="m", description="test", network=config))
+    denoiser = Denoiser(load_model(path), device="cpu")
+    clean = phantom((16, 40, 40)) * 800
+    noisy = CTQuantumNoise(24.0, cutoff=0.3)(clean, np.random.default_rng(0))  # FBP-shaped, correlated
+    volume = Volume(noisy, oblique_geometry(), source="correlated")
+    auto = denoiser.denoise(volume, modality="mr")
+    given = denoiser.denoise(volume, strength=auto.estimated_sigma, modality="mr")
+    np.testing.assert_allclose(given.volume.array, auto.volume.array, rtol=0, atol=1e-3)
+    assert given.used_sigma == pytest.approx(auto.estimated_sigma) == pytest.approx(auto.used_sigma)
+    assert 0.85 < auto.estimated_sigma / 24.0 < 1.15  # the full SD, not only its finest-scale part
+    doubled = denoiser.denoise(volume, strength=2 * auto.estimated_sigma, modality="mr")
+    assert not np.allclose(doubled.volume.array, auto.volume.array, atol=1e-2)  # the number steers it

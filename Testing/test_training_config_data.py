@@ -201,3 +201,15 @@ def test_noisier2noise_batches_know_how_much_noise_was_added_to_the_targets_own(
     assert np.isinf(BatchMaker("synthetic", [volume], phantoms, (4, 4, 4))(np.random.default_rng(0)).extras["alpha2"]).all()
     with pytest.raises(ConfigError, match="noise.noisier2noise must be true or false, got 'on'"):
         config_from_dict({"noise": {"noisier2noise": "on"}})
+
+
+def test_levels_follow_the_networks_conditioning():
+    from MedicalDenoiseLib.inference.noise_estimation import estimate_fine_scale_sigma, estimate_noise_sigma
+
+    config = config_from_dict({"data": {"patch_size": [8, 16, 16], "batch_size": 2, "phantom_fraction": 1.0}})
+    volume = _volume("a", (8, 24, 24))
+    for conditioning, estimate in (("noise-sd", estimate_noise_sigma), ("fine-scale-sd", estimate_fine_scale_sigma)):
+        batch = BatchMaker("synthetic", [volume], config, (4, 4, 4), conditioning)(np.random.default_rng(0))
+        assert np.allclose(batch.levels, [estimate(p) for p in batch.noisy])
+    blind = BatchMaker("synthetic", [volume], config, (4, 4, 4), None)(np.random.default_rng(0))
+    assert not blind.levels.any()  # a blind network is told nothing, so nothing is estimated

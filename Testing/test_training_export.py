@@ -33,6 +33,7 @@ def test_export_then_denoise_with_the_cli(capsys, tmp_path):
     assert card.training_data == ["case0.nrrd", "case1.nrrd"] and card.metrics["validation_volumes"] == ["case2.nrrd"]
     assert card.noise_range == (0.02, 0.1) and card.modalities == ["mr"]
     assert card.metrics["validation"]["psnr"] > 0 and card.training["mode"] == "synthetic"
+    assert card.conditioning == "noise-sd"  # trained from scratch on the full-SD estimate, and says so
     source, target = data / "case2.nrrd", tmp_path / "out.nrrd"
     assert cli_main(["denoise", str(source), str(target), "--model", str(model)]) == 0
     original, result = read_volume(source), read_volume(target)

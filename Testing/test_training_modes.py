@@ -148,6 +148,7 @@ def test_blind_start_keeps_the_image_weights_and_drops_the_level_channel(tiny_mo
     blind, network_config, info = initial_network(config)
     conditioned = load_model(tiny_model_file).network
     assert conditioned.config.noise_level_input and not network_config.noise_level_input and info["init_blind"]
+    assert info["init_conditioning"] == "fine-scale-sd"  # a fine-tuned conditioned model keeps its level scale
     assert blind.stem[0].weight.shape[1] == 1
     x = torch.rand(1, 1, 8, 8, 8)
     blind.eval()

@@ -66,12 +66,16 @@ class BatchMaker:
         volumes: the training volumes.
         config: the run's config (patch size, batch size, noise, augmentation).
         multiples: each patch extent must be a multiple of these (z, y, x).
+        conditioning: the level the network is told (:func:`~training.conditioning.estimate_levels`);
+            None for a blind network.
     """
 
-    def __init__(self, source: str, volumes: list[TrainingVolume], config: TrainConfig, multiples: tuple[int, ...]) -> None:
+    def __init__(self, source: str, volumes: list[TrainingVolume], config: TrainConfig, multiples: tuple[int, ...],
+                 conditioning: str | None = "noise-sd") -> None:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
         self.source = source
+        self.conditioning = conditioning
         self.volumes = volumes
         self.batch_size = config.data.batch_size
         self.patch_size = tuple(config.data.patch_size)
@@ -107,7 +111,7 @@ class BatchMaker:
             else:
                 noisy.append(patch[0])
         noisy_batch = np.stack(noisy).astype(np.float32)
-        levels = estimate_levels(noisy_batch)
+        levels = estimate_levels(noisy_batch, self.conditioning)
         level = np.maximum(np.array(sigma if sigma else levels, dtype=np.float32), np.float32(self.min_sigma))
         batch = Batch(noisy_batch, np.stack(clean).astype(np.float32) if clean else None, levels,
                       np.sqrt(level**2 + np.float32(self.weight_floor) ** 2))
@@ -120,7 +124,7 @@ class BatchMaker:
         if self.source == "self-supervised":
             first, second = neighbour_pairs(rng, noisy_batch.shape)
             g1 = subsample_numpy(noisy_batch, first)
-            batch.extras = {"g1": g1, "g2": subsample_numpy(noisy_batch, second), "g1_levels": estimate_levels(g1),
+            batch.extras = {"g1": g1, "g2": subsample_numpy(noisy_batch, second), "g1_levels": estimate_levels(g1, self.conditioning),
                             "first": first, "second": second}
         batch.rng_state = rng.bit_generator.state
         return batch
@@ -151,7 +155,7 @@ class BatchMaker:
         clean = np.stack([r.clean for r in realised])
         sigma = [r.sigma for r in realised]
         level = np.maximum(np.array(sigma, dtype=np.float32), np.float32(self.min_sigma))
-        batch = Batch(noisy_batch, clean.astype(np.float32), estimate_levels(noisy_batch),
+        batch = Batch(noisy_batch, clean.astype(np.float32), estimate_levels(noisy_batch, self.conditioning),
                       np.sqrt(level**2 + np.float32(self.weight_floor) ** 2))
         if self.noisier2noise:  # phantoms are exactly clean: nothing to correct
             batch.extras = {"alpha2": np.full(len(clean), np.inf, dtype=np.float32)}

@@ -1,19 +1,37 @@
 """The noise level each training patch is conditioned on.
 
-The level is :func:`~MedicalDenoiseLib.inference.noise_estimation.estimate_noise_sigma` of the noisy patch itself, in
-normalised units, exactly what the denoiser measures and feeds at inference. The true (drawn) level is used
+The level is what the denoiser measures and feeds at inference, in normalised units: the full noise SD
+(:func:`~MedicalDenoiseLib.inference.noise_estimation.estimate_noise_sigma`) for new models, or the
+high-pass estimate for a run that fine-tunes a model trained on that scale (its card's ``conditioning``:
+"fine-scale-sd"), so that the level means to the network what it meant before. The true (drawn) level is used
 only to weight the loss, never as input: a model told the true level in training would be told something
-else in use. The network builds its conditioning channel from this number (``network(x, sigma)``).
+else in use. The network builds its conditioning channel from this number (``network(x, sigma)``); a blind
+network needs none, and its patches skip the estimate.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from MedicalDenoiseLib.inference.noise_estimation import estimate_noise_sigma
+from MedicalDenoiseLib.inference.noise_estimation import estimate_fine_scale_sigma, estimate_noise_sigma
+from MedicalDenoiseLib.inference.strength import CONDITIONING
 
-__all__ = ["estimate_levels"]
+__all__ = ["estimate_levels", "NO_LEVEL"]
+
+#: The conditioning of a blind network: no level is estimated.
+NO_LEVEL = None
+
+_ESTIMATORS = {"noise-sd": estimate_noise_sigma, "fine-scale-sd": estimate_fine_scale_sigma}
 
 
-def estimate_levels(patches: np.ndarray) -> np.ndarray:
-    """Blind noise SD of each patch: ``(B, D, H, W)`` → float32 ``(B,)``."""
-    return np.array([estimate_noise_sigma(p) for p in patches], dtype=np.float32)
+def estimate_levels(patches: np.ndarray, conditioning: str | None = "noise-sd") -> np.ndarray:
+    """Blind noise level of each patch: ``(B, D, H, W)`` → float32 ``(B,)`` (zeros for a blind network).
+
+    Raises:
+        ValueError: for an unknown ``conditioning``, listing the valid ones.
+    """
+    if conditioning is NO_LEVEL:
+        return np.zeros(len(patches), dtype=np.float32)
+    if conditioning not in _ESTIMATORS:
+        raise ValueError(f"conditioning must be one of {', '.join(CONDITIONING)}, got {conditioning!r}")
+    estimate = _ESTIMATORS[conditioning]
+    return np.array([estimate(p) for p in patches], dtype=np.float32)

@@ -102,7 +102,7 @@ def model_card(state: dict[str, Any], name: str | None = None, description: str 
     return ModelCard(name=name or config.name, description=summary, network=network, noise_kinds=kinds,
                      intended_use=use,
                      noise_range=noise_range, modalities=modalities, training_data=data,
-                     training=training, metrics=metrics, conditioning="noise-sd")
+                     training=training, metrics=metrics, conditioning=init.get("init_conditioning", "noise-sd"))
 
 
 def export_run(run: str | Path, out: str | Path, name: str | None = None, which: str = "auto",

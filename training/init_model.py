@@ -60,5 +60,6 @@ def initial_network(config: TrainConfig) -> tuple[nn.Module, NetworkConfig, dict
         "init_architecture": source.architecture, "init_noise_range": list(loaded.card.noise_range),
         "init_training_data": list(loaded.card.training_data), "init_modalities": list(loaded.card.modalities),
         "init_blind": bool(config.blind and source.noise_level_input),
+        "init_conditioning": loaded.card.conditioning,
     }
     return network, network_config, info

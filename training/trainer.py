@@ -120,9 +120,10 @@ class Trainer:
         self._check_same_run(state)
         self.threads = configure_torch(self.config, ctx.device, ctx.local_world_size)
         network = self._network(state)
+        self.conditioning = self._conditioning()
         multiples = self._patch_multiples()
         self.data = load_data(self.config, self.data_dir, state["split"] if state else None, self.say)
-        self.maker = BatchMaker(batch_source(self.config), self.data.train, self.config, multiples)
+        self.maker = BatchMaker(batch_source(self.config), self.data.train, self.config, multiples, self.conditioning)
         if self.maker.sampler.skipped:
             skipped = self.maker.sampler.skipped
             self.say(f"note: data.patch_size {list(self.config.data.patch_size)} does not fit in-plane in "
@@ -163,6 +164,12 @@ class Trainer:
                      f"sha256 {self.init_info['init_sha256'][:12]}…)")
         return network
 
+    def _conditioning(self) -> str | None:
+        """The level the network is told: none when blind; the started-from model's scale when fine-tuning."""
+        if not self.network_config.noise_level_input:
+            return None
+        return self.init_info.get("init_conditioning", "noise-sd")
+
     def _patch_multiples(self) -> tuple[int, int, int]:
         """What each patch extent must be a multiple of (z, y, x); checks ``data.patch_size`` against it."""
         m = self.network_config.size_multiple
@@ -175,7 +182,7 @@ class Trainer:
     def _validator(self, multiples: tuple[int, int, int]) -> Validator | None:
         if not (self.ctx.is_main and self.data.validation):
             return None
-        validator = Validator(self.data.validation, batch_source(self.config), self.config, multiples)
+        validator = Validator(self.data.validation, batch_source(self.config), self.config, multiples, self.conditioning)
         if validator.empty:
             self.say(f"note: the validation volumes are smaller than the network's size multiple "
                      f"({self.network_config.size_multiple}): no validation")

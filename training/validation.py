@@ -58,8 +58,10 @@ class Validator:
         multiples: crop extents are multiples of these (z, y, x).
     """
 
-    def __init__(self, volumes: list[TrainingVolume], source: str, config: TrainConfig, multiples: tuple[int, ...]) -> None:
+    def __init__(self, volumes: list[TrainingVolume], source: str, config: TrainConfig, multiples: tuple[int, ...],
+                 conditioning: str | None = "noise-sd") -> None:
         self.source = source
+        self.conditioning = conditioning
         self.min_sigma = config.noise.sigma_range[0]
         rng = np.random.default_rng([config.seed, _VALIDATION_STREAM])
         self.items: list[_Item] = []
@@ -99,7 +101,7 @@ class Validator:
         return names + [f"val_psnr_{s:g}" for s in sigmas] if self.source == "synthetic" else names
 
     def _run(self, network: nn.Module, image: np.ndarray, runtime: Runtime) -> np.ndarray:
-        level = torch.from_numpy(estimate_levels(image[None])).to(runtime.device)
+        level = torch.from_numpy(estimate_levels(image[None], self.conditioning)).to(runtime.device)
         x = torch.from_numpy(image)[None, None].to(runtime.device)
         with runtime.autocast():
             return network(x, level).float()[0, 0].cpu().numpy()

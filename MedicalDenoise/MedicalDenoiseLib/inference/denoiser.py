@@ -19,10 +19,10 @@ from ..models.model_files import LoadedModel
 from ..models.networks.axis_order import depth_last
 from ..models.registry import open_model
 from .devices import resolve_device
-from .noise_estimation import estimate_noise_sigma
+from .noise_estimation import estimate_noise
 from .normalization import MODALITIES, IntensityNormalizer, ct_padding_value, guess_modality
 from .robust import fill_non_finite
-from .strength import STRENGTHS, parse_strength
+from .strength import network_settings, parse_strength
 from .tiling import sliding_window_inference
 
 __all__ = ["DenoiseResult", "Denoiser"]
@@ -41,7 +41,7 @@ class DenoiseResult:
     Attributes:
         volume: the result; cast to the input's pixel type when written.
         estimated_sigma: the noise SD measured in the input, in its units.
-        used_sigma: the noise level the network was told, in the input's units.
+        used_sigma: the noise SD the strength stands for, in the input's units (the estimate for auto).
         modality: the normalisation used.
         device: where the network ran (after any fallback).
         seconds: wall time.
@@ -146,26 +146,31 @@ class Denoiser:
                                  time.perf_counter() - started, messages)
         normalized = normalizer.normalize(work)
         del work
-        estimated = estimate_noise_sigma(normalized)
-        if isinstance(strength, float):
-            level = strength / normalizer.scale
-        else:
-            level = estimated * STRENGTHS.get(strength, 1.0)
-        low, high = self.model.card.noise_range
-        if high and level > 1.5 * high:
+        estimate = estimate_noise(normalized)
+        card = self.model.card
+        settings = network_settings(strength, estimate.sigma, estimate.fine_scale_sigma, normalizer.scale,
+                                    card.network.noise_level_input, card.conditioning)
+        low, high = card.noise_range
+        if settings.level is not None and high and settings.level > 1.5 * high:
             messages.append(
-                f"noise level {level * normalizer.scale:.3g} is above what the model was trained for "
-                f"({high * normalizer.scale:.3g}); the result may be smoother than expected"
+                f"noise level {settings.used_sd * normalizer.scale:.3g} is above what the model was trained for; "
+                "the result may be smoother than expected"
             )
         volume3d = normalized if normalized.ndim == 3 else normalized[None]
-        output, device_used = self._run_tiled(volume3d, level, progress, cancel, messages)
-        output = normalizer.denormalize_(output.reshape(array.shape))
+        output, device_used = self._run_tiled(volume3d, settings.level, progress, cancel, messages)
+        output = output.reshape(array.shape)
+        if settings.blend != 1.0:
+            # A blind network's strength: remove that fraction of what it would remove.
+            output -= normalized
+            output *= np.float32(settings.blend)
+            output += normalized
+        output = normalizer.denormalize_(output)
         if padding is not None:
             output[outside.reshape(array.shape)] = np.float32(padding)
         return DenoiseResult(
             volume=volume.with_array(output),
-            estimated_sigma=estimated * normalizer.scale,
-            used_sigma=level * normalizer.scale,
+            estimated_sigma=estimate.sigma * normalizer.scale,
+            used_sigma=settings.used_sd * normalizer.scale,
             modality=chosen,
             device=device_used,
             seconds=time.perf_counter() - started,
