@@ -243,7 +243,8 @@ def test_models_lists_the_default(capsys):
 
 def test_demo_on_a_crop_beats_the_noisy_input(capsys, tmp_path):
     pytest.importorskip("nilearn")
-    code, out, err = _run(capsys, "demo", "--out", tmp_path / "demo", "--crop", "48", "--device", "cpu")
+    code, out, err = _run(capsys, "demo", "--out", tmp_path / "demo", "--crop", "48", "--device", "cpu", "--noise", "gaussian",
+                          "--sigma", "0.05")
     assert code == 0, err
     rows = {line.split("  ")[0]: line.split() for line in out.splitlines() if line.startswith(("noisy", "autoencoder"))}
     noisy_psnr = float(rows["noisy"][1])
