@@ -22,7 +22,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# About 45 minutes on 2 cores (BM4D and the non-local means dominate); not part of `make test`.
+# About 90 minutes on 2 cores (BM4D, the non-local means and the realistic-noise observer study dominate);
+# not part of `make test`.
 benchmark: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e ".[baselines]"
 	$(BIN)/python benchmarks/speed_memory.py --cli --out docs/benchmarks.md
@@ -30,6 +31,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --bm4d-crop 64 --out docs/benchmarks.md
 	$(BIN)/python benchmarks/real_noisy.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/targets.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/realistic.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
