@@ -21,7 +21,11 @@ LIBRARY_PARENT = _REPO / "MedicalDenoise"  # the folder that holds the MedicalDe
 
 # Real volumes of ../shared/data that no shipped model was trained on (see each model card's training data):
 # the quality benchmark's real clean references and the held-out rows of the reference-free benchmark.
-HELD_OUT_FILES = ("mr_brain_t1gd_brain2_pyradiomics.nrrd", "ct_abdomen_3mm_totalseg.nii.gz")
+HELD_OUT_FILES = ("mr_brain_t1gd_brain2_pyradiomics.nrrd", "ct_abdomen_3mm_totalseg.nii.gz",
+                  # the manifest's rows after the spine phantom: no shipped model was trained on them either
+                  "us_prostate_trus_phantom_plus.mha", "us_curvilinear_ultrasonix_plus.mha", "us_curvilinear_bk_plus.mha",
+                  "mr_chest_tfl3d_seg3d.nii.gz", "mr_head_t1fl2d_decubitus.nii.gz", "mr_phantom_t1mprage_xa30i.nii.gz",
+                  "mr_phantom_t1tse_philips_csdl.nii.gz", "ct_abdomen_thin3sl_dcmqi.nii.gz")
 
 
 def default_data_dir() -> Path | None:
