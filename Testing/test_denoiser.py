@@ -246,3 +246,9 @@ def test_the_sd_auto_estimates_given_as_strength_gives_the_auto_result(tmp_path,
     assert 0.85 < auto.estimated_sigma / 24.0 < 1.15  # the full SD, not only its finest-scale part
     doubled = denoiser.denoise(volume, strength=2 * auto.estimated_sigma, modality="mr")
     assert not np.allclose(doubled.volume.array, auto.volume.array, atol=1e-2)  # the number steers it
+
+
+def test_an_image_of_padding_alone_comes_back_unchanged(tiny_denoiser):
+    padding_only = Volume(np.full((6, 20, 20), -3024, np.int16), oblique_geometry(), modality="ct", source="empty-ct")
+    result = tiny_denoiser.denoise(padding_only)
+    assert np.array_equal(result.volume.array, padding_only.array) and "constant" in result.messages[-1]

@@ -134,16 +134,16 @@ class Denoiser:
                 "the output holds denoised finite values there"
             )
         chosen = guess_modality(work, volume.modality if modality == "auto" else modality)
+        if float(work.max()) == float(work.min()):
+            messages.append("the image is constant: returned unchanged")
+            return DenoiseResult(volume.with_array(work.copy()), 0.0, 0.0, chosen, "none",
+                                 time.perf_counter() - started, messages)
         padding = ct_padding_value(work) if chosen == "ct" else None
         if padding is not None:
             # Out-of-field voxels are no image: the network sees air there, and they come back unchanged.
             outside = work == np.float32(padding)
             work = np.where(outside, np.float32(_AIR_HU), work)
         normalizer = IntensityNormalizer.fit(work, chosen)
-        if float(work.max()) == float(work.min()):
-            messages.append("the image is constant: returned unchanged")
-            return DenoiseResult(volume.with_array(work.copy()), 0.0, 0.0, chosen, "none",
-                                 time.perf_counter() - started, messages)
         normalized = normalizer.normalize(work)
         del work
         estimate = estimate_noise(normalized)
