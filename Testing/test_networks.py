@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from MedicalDenoiseLib.models.networks import GANGenerator3D, NetworkConfig, PatchDiscriminator3D, build_network
+from MedicalDenoiseLib.models.networks import GANGenerator, NetworkConfig, PatchDiscriminator3D, build_network
 
 
 @pytest.mark.parametrize("architecture", ["residual_autoencoder", "gan_generator"])
@@ -39,7 +39,7 @@ def test_gan_generator_starts_equal_to_its_autoencoder():
     torch.manual_seed(0)
     config = NetworkConfig(features=(4, 8), blocks_per_level=(1, 1))
     autoencoder = build_network(config)
-    generator = GANGenerator3D(NetworkConfig(architecture="gan_generator", features=(4, 8), blocks_per_level=(1, 1)))
+    generator = GANGenerator(NetworkConfig(architecture="gan_generator", features=(4, 8), blocks_per_level=(1, 1)))
     missing, unexpected = generator.load_state_dict(autoencoder.state_dict(), strict=False)
     assert unexpected == [] and all(k.startswith("refine.") for k in missing)
     x = torch.randn(1, 1, 8, 8, 8)

@@ -19,7 +19,7 @@ from training_support import make_pairs, make_volumes
 @pytest.mark.parametrize("data, needle", [
     ({"mode": "denoise"}, "mode must be one of synthetic, paired, self-supervised, gan, got 'denoise'"),
     ({"data": {"patch_szie": [8, 8, 8]}}, "data: unknown key(s) patch_szie; valid: patch_size"),
-    ({"data": {"patch_size": [16, 16]}}, "data.patch_size must be 3 integer(s) >= 2, got [16, 16]"),
+    ({"data": {"patch_size": [16, 16]}}, "data.patch_size must be 3 integer(s) >= 1, got [16, 16]"),
     ({"noise": {"sigma_range": [0.2, 0.1]}}, "noise.sigma_range must have low <= high, got [0.2, 0.1]"),
     ({"noise": {"kinds": {"mr": ["poisson"]}}}, "noise.kinds['mr'] must be one of gaussian, rician, ct, speckle, ct-projection, mr-kspace, us-speckle, got 'poisson'"),
     ({"augment": {"motion": 1.5}}, "augment.motion must be in [0, 1], got 1.5"),

@@ -65,3 +65,46 @@ def test_export_refuses_a_folder_without_a_run(capsys, tmp_path):
     assert err.startswith("training.export: error: ") and "no last checkpoint" in err and "Traceback" not in err
     assert export_main([str(tmp_path / "empty"), "--out", str(tmp_path / "m.pt")]) == 1
     assert "must end in .safetensors" in capsys.readouterr().err
+
+
+def test_planar_run_from_a_volumetric_model_exports_a_twin_that_2d_images_run_through(capsys, tmp_path, monkeypatch,
+                                                                                      tiny_model_file):
+    resources = tmp_path / "Resources"
+    (resources / "Models").mkdir(parents=True)
+    shutil.copy(tiny_model_file, resources / "Models" / "tiny-test.safetensors")
+    from MedicalDenoiseLib.models.model_files import file_sha256
+    registry = {"default": "tiny-test", "models": [{"name": "tiny-test", "file": "Models/tiny-test.safetensors",
+                                                    "sha256": file_sha256(tiny_model_file), "summary": "tiny"}]}
+    (resources / "Models.json").write_text(json.dumps(registry), encoding="utf-8")
+    monkeypatch.setenv("MEDICAL_DENOISE_RESOURCES", str(resources))
+    data = make_volumes(tmp_path / "data", noise=0.05)
+    config = write_config(tmp_path, planar=True, data={"patch_size": [1, 16, 16], "batch_size": 4},
+                          validation={"crop": [1, 16, 16]})
+    code, out, err = run_train(capsys, "--config", config, "--data", data, "--max-steps", 4, "--out",
+                               tmp_path / "run", "--init", "tiny-test")
+    assert code == 0, err
+    twin = tmp_path / "twin.safetensors"
+    assert export_main([str(tmp_path / "run"), "--out", str(twin), "--name", "tiny-planar", "--checkpoint", "last",
+                        "--twin-of", "tiny-test"]) == 0
+    card = load_model(twin).card
+    assert card.network.spatial_dims == 2 and card.training_data
+    entry = json.loads((resources / "Models.json").read_text(encoding="utf-8"))["models"][0]
+    assert entry["name"] == "tiny-test" and entry["planar"]["file"] == "Models/tiny-planar.safetensors"
+    from MedicalDenoiseLib.models.registry import open_model
+    assert open_model("tiny-test").planar.card.name == "tiny-planar"
+    # A twin needs a registered model to attach to.
+    assert export_main([str(tmp_path / "run"), "--out", str(tmp_path / "t2.safetensors"), "--checkpoint", "last",
+                        "--twin-of", "no-such-model"]) == 1
+    assert "no such registered model" in capsys.readouterr().err
+
+
+def test_a_volumetric_model_cannot_be_registered_as_a_twin(tmp_path, monkeypatch, tiny_model_file):
+    import pytest
+    from training.errors import ConfigError
+    from training.register import register
+    resources = tmp_path / "Resources"
+    resources.mkdir()
+    shutil.copy(registry_path(), resources / "Models.json")
+    monkeypatch.setenv("MEDICAL_DENOISE_RESOURCES", str(resources))
+    with pytest.raises(ConfigError, match="needs a planar model"):
+        register(tiny_model_file, twin_of="autoencoder-v2")

@@ -158,3 +158,27 @@ def test_blind_start_keeps_the_image_weights_and_drops_the_level_channel(tiny_mo
         assert not torch.allclose(blind(x), conditioned(x, 0.1), atol=1e-4)
     with pytest.raises(ConfigError, match="blind must be true or false, got 'yes'"):
         config_from_dict(merged(TINY, {"blind": "yes"}))
+
+
+def test_planar_run_starts_as_the_twin_of_its_volumetric_init(tiny_model_file):
+    from MedicalDenoiseLib.models.networks import build_network
+    from MedicalDenoiseLib.models.networks.planar import planar_from_volumetric
+    config = config_from_dict(merged(TINY, {"init": str(tiny_model_file), "planar": True,
+                                            "data": {"patch_size": [1, 16, 16]}}))
+    network, network_config, info = initial_network(config)
+    expected = planar_from_volumetric(load_model(tiny_model_file).network, build_network)
+    assert network_config.spatial_dims == 2 and info["init_name"] == "tiny-test"
+    x = torch.rand(2, 1, 1, 16, 16)
+    network.eval()
+    with torch.no_grad():
+        assert torch.allclose(network(x, 0.05), expected(x, 0.05))
+
+
+def test_a_planar_init_without_planar_is_refused(tmp_path, tiny_model_file):
+    from MedicalDenoiseLib.models.model_files import ModelCard, save_model
+    from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
+    planar = NetworkConfig(features=(4, 8), blocks_per_level=(1, 1), spatial_dims=2)
+    path = tmp_path / "planar.safetensors"
+    save_model(path, build_network(planar), ModelCard(name="p", description="test", network=planar))
+    with pytest.raises(ConfigError, match="planar: true"):
+        initial_network(config_from_dict(merged(TINY, {"init": str(path)})))

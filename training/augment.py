@@ -54,7 +54,8 @@ class Augmenter:
             out = out * np.float32(rng.uniform(low, high))
         if self.artefacts:
             chosen = []
-            if rng.random() < cfg.anisotropy:
+            # Thick slices need a through-plane axis: a single-slice patch has none.
+            if out.shape[1] > 1 and rng.random() < cfg.anisotropy:
                 chosen.append("anisotropy")
             if modality == "mr":
                 chosen += [name for name in ("bias_field", "motion", "ghosting") if rng.random() < getattr(cfg, name)]

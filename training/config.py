@@ -60,7 +60,7 @@ class DataConfig:
     phantom_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        set_field(self, "patch_size", check_ints("data.patch_size", self.patch_size, 3, 2))
+        set_field(self, "patch_size", check_ints("data.patch_size", self.patch_size, 3, 1))
         set_field(self, "batch_size", check_ints("data.batch_size", self.batch_size, 1)[0])
         set_field(self, "modality", check_choice("data.modality", self.modality, ("auto", *MODALITIES)))
         if not isinstance(self.modality_patterns, dict):
@@ -98,7 +98,7 @@ class ValidationConfig:
         set_field(self, "fraction", check_number("validation.fraction", self.fraction, 0, 0.9))
         set_field(self, "volumes", tuple(str(v) for v in self.volumes))
         set_field(self, "every", check_ints("validation.every", self.every, 1, 0)[0])
-        set_field(self, "crop", check_ints("validation.crop", self.crop, 3, 2))
+        set_field(self, "crop", check_ints("validation.crop", self.crop, 3, 1))
         sigmas = self.sigmas if isinstance(self.sigmas, (list, tuple)) else [self.sigmas]
         set_field(self, "sigmas", tuple(check_number("validation.sigmas", s, 0, open_low=True) for s in sigmas))
 
@@ -294,6 +294,9 @@ class TrainConfig:
             convolution keeps its image-channel weights and drops the level channel's. A blind network
             cannot be misled by a level estimate that does not match the noise, as happens with correlated
             noise.
+        planar: train a planar network (2D, each slice on its own; patches one slice deep). With ``init``
+            from a volumetric model, it starts as that model's planar twin
+            (:func:`~MedicalDenoiseLib.models.networks.planar.planar_from_volumetric`).
         network: the network to train (with ``init``, the model file's network is used instead).
     """
 
@@ -304,6 +307,7 @@ class TrainConfig:
     max_steps: int = 20000
     init: str | None = None
     blind: bool = False
+    planar: bool = False
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -320,8 +324,9 @@ class TrainConfig:
         set_field(self, "mode", check_choice("mode", self.mode, MODES))
         set_field(self, "seed", check_ints("seed", self.seed, 1, 0)[0])
         set_field(self, "max_steps", check_ints("max_steps", self.max_steps, 1, 1)[0])
-        if not isinstance(self.blind, bool):
-            raise ConfigError(f"blind must be true or false, got {self.blind!r}")
+        for name in ("blind", "planar"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.network.architecture == "patch_discriminator":
             raise ConfigError("network.architecture must be residual_autoencoder or gan_generator, got 'patch_discriminator' "
                               "(the discriminator is set under gan:)")
@@ -361,7 +366,7 @@ def config_from_dict(data: dict[str, Any] | None) -> TrainConfig:
             kwargs["network"] = NetworkConfig.from_dict(data["network"])
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"network: {exc}") from None
-    for name in ("name", "description", "mode", "seed", "max_steps", "init", "blind"):
+    for name in ("name", "description", "mode", "seed", "max_steps", "init", "blind", "planar"):
         if name in data:
             kwargs[name] = data[name]
     return TrainConfig(**kwargs)

@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="best validation score or last step (auto: best when there was validation)")
     p.add_argument("--register", action="store_true", help="add it to MedicalDenoise/Resources/Models.json")
     p.add_argument("--default", action="store_true", help="with --register: make it the default model")
+    p.add_argument("--twin-of", metavar="NAME", help="a planar run: register it as the planar twin of NAME")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     for stream in (sys.stdout, sys.stderr):
         # Messages hold ×, → or …: never crash on a terminal or pipe that cannot show them.
@@ -149,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         shown = card.metrics.get("validation", {})
         scores = ", ".join(f"{k} {v}" for k, v in shown.items() if k in ("step", "psnr", "ssim", "n2n"))
         print(f"wrote {path} ({card.name}, sha256 {sha[:16]}…){'; validation: ' + scores if scores else ''}")
+        if args.twin_of:
+            from .register import register
+
+            register(path, twin_of=args.twin_of)
+            print(f"registered {card.name} in Models.json as the planar twin of {args.twin_of}: 2D images "
+                  f"denoised with {args.twin_of} run through it")
+            return 0
         if args.register:
             from .register import register
 

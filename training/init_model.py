@@ -2,7 +2,8 @@
 
 GAN mode trains a ``gan_generator``; started from a ``residual_autoencoder`` model it takes every weight of
 the autoencoder (``load_state_dict(strict=False)``, where only the generator's ``refine.*`` blocks are new
-and start as identity), so the first generator equals the autoencoder.
+and start as identity), so the first generator equals the autoencoder. A planar run started from a
+volumetric model starts from its planar twin (kernels collapsed over depth).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
+from MedicalDenoiseLib.models.networks.planar import planar_from_volumetric
 from MedicalDenoiseLib.models.registry import open_model
 
 from .config import TrainConfig
@@ -35,8 +37,15 @@ def initial_network(config: TrainConfig) -> tuple[nn.Module, NetworkConfig, dict
     torch.manual_seed(config.seed)
     if config.init is None:
         network_config = replace(config.network, architecture=_architecture_for(config.mode, config.network.architecture))
+        if config.planar:
+            network_config = replace(network_config, spatial_dims=2)
         return build_network(network_config), network_config, {}
     loaded = open_model(config.init)
+    if config.planar and loaded.card.network.spatial_dims == 3:
+        loaded.network = planar_from_volumetric(loaded.network, build_network)
+        loaded.card.network = loaded.network.config
+    elif not config.planar and loaded.card.network.spatial_dims == 2:
+        raise ConfigError(f"--init {config.init}: holds a planar network; set planar: true to fine-tune it")
     source = loaded.card.network
     if source.architecture == "patch_discriminator":
         raise ConfigError(f"--init {config.init}: holds a patch discriminator; give a denoiser (residual_autoencoder "

@@ -172,9 +172,9 @@ class Trainer:
 
     def _patch_multiples(self) -> tuple[int, int, int]:
         """What each patch extent must be a multiple of (z, y, x); checks ``data.patch_size`` against it."""
-        m = self.network_config.size_multiple
+        mz, my, mx = self.network_config.size_multiples
         neighbours = batch_source(self.config) == "self-supervised"
-        multiples = (m, 2 * m, 2 * m) if neighbours else (m, m, m)
+        multiples = (mz, 2 * my, 2 * mx) if neighbours else (mz, my, mx)
         why = "network.size_multiple" + (", doubled in-plane for neighbour sub-sampling" if neighbours else "")
         check_patch_size(self.config.data.patch_size, multiples, why)
         return multiples

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import ModelFileError
 from ..models.model_files import load_model
-from ..models.registry import default_model_name, list_models
+from ..models.registry import default_model_name, list_models, modality_defaults
 
 __all__ = ["add_parser", "run"]
 
@@ -16,9 +16,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     default = default_model_name()
+    by_modality = modality_defaults()
     status = 0
     for entry in list_models():
+        modalities = [m.upper() for m, name in by_modality.items() if name == entry.name]
         marker = " (default)" if entry.name == default else ""
+        if modalities:
+            marker += f" (default for {', '.join(modalities)})"
         try:
             card = load_model(entry.file, expected_sha256=entry.sha256).card
         except ModelFileError as exc:
@@ -32,6 +36,14 @@ def run(args) -> int:
         print(f"  modalities {', '.join(card.modalities)}; noise {', '.join(card.noise_kinds)}, "
               f"SD {low:.1%}–{high:.1%} of the normalised range")
         print(f"  trained on {len(card.training_data)} volumes: {', '.join(card.training_data)}")
+        if entry.planar_file is not None:
+            try:
+                twin = load_model(entry.planar_file, expected_sha256=entry.planar_sha256).card
+                print(f"  2D images run through its planar twin {twin.name} (file {entry.planar_file.name}, "
+                      f"sha256 {entry.planar_sha256[:16]}…)")
+            except ModelFileError as exc:
+                print(f"  planar twin UNUSABLE: {exc}")
+                status = 1
         for key, value in card.metrics.items() if args.verbose else []:
             print(f"  {key}: {value}")
         if args.verbose:

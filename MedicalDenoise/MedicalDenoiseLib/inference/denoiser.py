@@ -46,6 +46,7 @@ class DenoiseResult:
         device: where the network ran (after any fallback).
         seconds: wall time.
         messages: things the user should know (non-finite voxels, fallbacks, constant input).
+        network: the name of the network that ran: the model's, or its planar twin's for a 2D image.
     """
 
     volume: Volume
@@ -55,6 +56,7 @@ class DenoiseResult:
     device: str
     seconds: float
     messages: list[str] = field(default_factory=list)
+    network: str = ""
 
 
 class Denoiser:
@@ -83,11 +85,8 @@ class Denoiser:
             raise ValueError(f"tile size must be >= {_MIN_TILE} voxels, got {self.tile_size}")
         self.overlap = overlap
         self.flips = flips
-        self.network = self.model.network.to(self.device).eval()
-        if self.device.type == "cpu":
-            # oneDNN's 3D convolutions run about twice as fast in channels-last layout.
-            self.network = self.network.to(memory_format=torch.channels_last_3d)
-        self._depth_last_network: torch.nn.Module | None = None
+        self.network = _prepared(self.model.network, self.device)
+        self._variants: dict[str, torch.nn.Module] = {}
 
     @property
     def name(self) -> str:
@@ -137,7 +136,7 @@ class Denoiser:
         if float(work.max()) == float(work.min()):
             messages.append("the image is constant: returned unchanged")
             return DenoiseResult(volume.with_array(work.copy()), 0.0, 0.0, chosen, "none",
-                                 time.perf_counter() - started, messages)
+                                 time.perf_counter() - started, messages, "none")
         padding = ct_padding_value(work) if chosen == "ct" else None
         if padding is not None:
             # Out-of-field voxels are no image: the network sees air there, and they come back unchanged.
@@ -147,7 +146,9 @@ class Denoiser:
         normalized = normalizer.normalize(work)
         del work
         estimate = estimate_noise(normalized)
-        card = self.model.card
+        volume3d = normalized if normalized.ndim == 3 else normalized[None]
+        layout = self._layout(volume3d.shape)
+        card = self.model.planar.card if layout == "planar" else self.model.card
         settings = network_settings(strength, estimate.sigma, estimate.fine_scale_sigma, normalizer.scale,
                                     card.network.noise_level_input, card.conditioning)
         low, high = card.noise_range
@@ -156,8 +157,7 @@ class Denoiser:
                 f"noise level {settings.used_sd * normalizer.scale:.3g} is above what the model was trained for; "
                 "the result may be smoother than expected"
             )
-        volume3d = normalized if normalized.ndim == 3 else normalized[None]
-        output, device_used = self._run_tiled(volume3d, settings.level, progress, cancel, messages)
+        output, device_used = self._run_tiled(volume3d, settings.level, layout, progress, cancel, messages)
         output = output.reshape(array.shape)
         if settings.blend != 1.0:
             # A blind network's strength: remove that fraction of what it would remove.
@@ -175,33 +175,37 @@ class Denoiser:
             device=device_used,
             seconds=time.perf_counter() - started,
             messages=messages,
+            network=card.name,
         )
 
-    def _network(self, depth_last_order: bool) -> torch.nn.Module:
-        """The network, or its copy for inputs whose thin first axis was moved last (built once)."""
-        if not depth_last_order:
+    def _layout(self, shape: tuple[int, int, int]) -> str:
+        """How a ``(D, H, W)`` input runs: "planar" (one slice, through the model's planar twin),
+        "depth-last" (a thin volume with its first axis moved last) or "volume"."""
+        if shape[0] == 1 and self.model.planar is not None:
+            return "planar"
+        return "depth-last" if shape[0] <= _THIN_DEPTH else "volume"
+
+    def _network(self, layout: str) -> torch.nn.Module:
+        """The network for ``layout``, prepared on this Denoiser's device once."""
+        if layout == "volume":
             return self.network
-        if self._depth_last_network is None:
-            moved = depth_last(self.network)
-            if self.device.type == "cpu":
-                moved = moved.to(memory_format=torch.channels_last_3d)
-            self._depth_last_network = moved
-        return self._depth_last_network
+        if layout not in self._variants:
+            source = self.model.planar.network if layout == "planar" else depth_last(self.network)
+            self._variants[layout] = _prepared(source, self.device)
+        return self._variants[layout]
 
     def _move_to(self, device: torch.device) -> None:
         """Puts the network on ``device`` and makes it this Denoiser's device for every later call."""
         self.device = device
         self.tile_size = _default_tile(device)
-        self.network = self.network.to(device)
-        if device.type == "cpu":
-            self.network = self.network.to(memory_format=torch.channels_last_3d)
-        self._depth_last_network = None
+        self.network = _prepared(self.network, device)
+        self._variants = {}
 
-    def _predictor(self, level: float, depth_last_order: bool):
-        network = self._network(depth_last_order)
+    def _predictor(self, level: float, layout: str):
+        network = self._network(layout)
         device = self.device
         use_amp = device.type == "cuda"
-        channels_last = device.type == "cpu"
+        channels_last = device.type == "cpu" and layout != "planar"
 
         def predict_once(tile: torch.Tensor) -> torch.Tensor:
             if channels_last:
@@ -222,15 +226,17 @@ class Denoiser:
 
         return predict_flipped
 
-    def _run_tiled(self, volume, level, progress, cancel, messages) -> tuple[np.ndarray, str]:
+    def _run_tiled(self, volume, level, layout, progress, cancel, messages) -> tuple[np.ndarray, str]:
         """Runs the tiles, halving them on GPU out-of-memory; in the end this Denoiser moves to the CPU.
 
-        A thin volume (a 2D image is one slice) runs with its first axis moved last: same result, several
-        times faster on the CPU (see :mod:`..models.networks.axis_order`), and in tiles as large in-plane
-        as a cube tile holds voxels, so a 2D image costs about what a volume of its voxel count does.
+        A 2D image (one slice) runs through the model's planar twin when it has one, so it costs about what
+        a volume of its voxel count does. Any other thin volume runs with its first axis moved last: same
+        result, several times faster on the CPU (see :mod:`..models.networks.axis_order`). Both run in tiles
+        as large in-plane as a cube tile holds voxels.
         """
-        multiple = self.model.card.network.size_multiple
-        thin = volume.shape[0] <= _THIN_DEPTH
+        planar = layout == "planar"
+        thin = layout == "depth-last"
+        multiple = (self.model.planar if planar else self.model).card.network.size_multiples
         work = np.ascontiguousarray(volume.transpose(1, 2, 0)) if thin else volume
         report = _ProgressAcrossRetries(progress)
         tile = self.tile_size
@@ -238,8 +244,8 @@ class Denoiser:
             try:
                 overlap = min(self.overlap, tile // 4)
                 output = sliding_window_inference(
-                    work, self._predictor(level, thin), tile_size=_tile_shape(work.shape, tile, thin, multiple),
-                    overlap=(overlap, overlap, 0) if thin else overlap, size_multiple=multiple,
+                    work, self._predictor(level, layout), tile_size=_tile_shape(work.shape, tile, layout, multiple),
+                    overlap=_overlaps(overlap, layout), size_multiple=multiple,
                     device=self.device, progress=report, cancel=cancel,
                 )
                 break
@@ -266,13 +272,33 @@ def _default_tile(device: torch.device) -> int:
     return 160 if device.type == "cpu" else 192
 
 
-def _tile_shape(shape: tuple[int, int, int], tile: int, thin: bool, multiple: int) -> tuple[int, int, int]:
-    """Per-axis tile sizes: a cube, or for a thin volume (thin axis last) as many voxels in a flat tile."""
-    if not thin:
+def _prepared(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    network = network.to(device).eval()
+    if device.type == "cpu" and network.config.spatial_dims == 3:
+        # oneDNN's 3D convolutions run about twice as fast in channels-last layout.
+        network = network.to(memory_format=torch.channels_last_3d)
+    return network
+
+
+def _tile_shape(shape: tuple[int, int, int], tile: int, layout: str, multiples: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Per-axis tile sizes: a cube; for a thin volume (thin axis last) as many voxels in a flat tile; for a
+    planar network one slice of as many voxels."""
+    if layout == "volume":
         return (tile, tile, tile)
-    depth = max(-(-shape[2] // multiple) * multiple, multiple)
+    if layout == "planar":
+        edge = int(math.sqrt(tile**3))
+        return (1, edge, edge)
+    depth = max(-(-shape[2] // multiples[2]) * multiples[2], multiples[2])
     edge = max(tile, int(math.sqrt(tile**3 / depth)))
     return (edge, edge, depth)
+
+
+def _overlaps(overlap: int, layout: str) -> tuple[int, int, int]:
+    """Tiles overlap on the axes they split: not across slices for a planar network (each slice stands
+    alone), not along a thin volume's moved axis (one tile deep)."""
+    if layout == "planar":
+        return (0, overlap, overlap)
+    return (overlap, overlap, 0) if layout == "depth-last" else (overlap, overlap, overlap)
 
 
 class _ProgressAcrossRetries:

@@ -61,7 +61,7 @@ def sliding_window_inference(
     predictor: Predictor,
     tile_size: int | Sequence[int] = 160,
     overlap: int | Sequence[int] = 16,
-    size_multiple: int = 1,
+    size_multiple: int | Sequence[int] = 1,
     blending: str = "gaussian",
     device: torch.device | str = "cpu",
     progress: Callable[[float], None] | None = None,
@@ -74,8 +74,8 @@ def sliding_window_inference(
         predictor: maps a ``(1, 1, d, h, w)`` tensor on ``device`` to a tensor of the same shape.
         tile_size: the largest tile, one size or one per axis; rounded up to ``size_multiple``.
         overlap: least overlap between tiles in voxels, one value or one per axis; smaller than the tile.
-        size_multiple: every tile size is a multiple of this (the network's downsampling factor); the
-            volume is padded by mirroring to fit and cropped back.
+        size_multiple: every tile size is a multiple of this (the network's downsampling factor), one value
+            or one per axis; the volume is padded by mirroring to fit and cropped back.
         blending: "gaussian" (weights fall off towards tile borders) or "constant" (plain average).
         device: where the predictor runs; the output is always assembled on the CPU.
         progress: called with the fraction done after each tile.
@@ -93,12 +93,15 @@ def sliding_window_inference(
     if blending not in ("gaussian", "constant"):
         raise ValueError(f"blending must be one of gaussian, constant, got {blending!r}")
     tiles = (tile_size,) * 3 if np.isscalar(tile_size) else tuple(tile_size)
-    if len(tiles) != 3 or min(tiles) < size_multiple or min(tiles) < 1:
-        raise ValueError(f"tile_size must be >= {max(size_multiple, 1)} per axis, got {tile_size}")
-    tiles = tuple(_round_up(int(t), size_multiple) for t in tiles)
+    multiples = (size_multiple,) * 3 if np.isscalar(size_multiple) else tuple(int(m) for m in size_multiple)
+    if len(multiples) != 3 or min(multiples) < 1:
+        raise ValueError(f"size_multiple must be >= 1, one value or one per axis, got {size_multiple}")
+    if len(tiles) != 3 or any(t < max(m, 1) for t, m in zip(tiles, multiples)):
+        raise ValueError(f"tile_size must be >= {max(multiples)} per axis, got {tile_size}")
+    tiles = tuple(_round_up(int(t), m) for t, m in zip(tiles, multiples))
 
     # Pad to a multiple of the network's factor (and at least one multiple) by mirroring.
-    padded_shape = [max(_round_up(n, size_multiple), size_multiple) for n in volume.shape]
+    padded_shape = [max(_round_up(n, m), m) for n, m in zip(volume.shape, multiples)]
     overlaps = (overlap,) * 3 if np.isscalar(overlap) else tuple(overlap)
     if len(overlaps) != 3 or any(o < 0 or o >= t for o, t in zip(overlaps, tiles)):
         raise ValueError(f"overlap must be in [0, tile) voxels on each axis (tiles {tiles}), got {overlap}")
@@ -106,7 +109,7 @@ def sliding_window_inference(
     padded = np.pad(volume, pad, mode="symmetric") if any(after for _, after in pad) else volume
 
     axes = [tile_starts(n, t, o) for n, t, o in zip(padded_shape, tiles, overlaps)]
-    sizes = [_round_up(size, size_multiple) for size, _ in axes]
+    sizes = [_round_up(size, m) for (size, _), m in zip(axes, multiples)]
     starts = [[min(s, n - size) for s in st] for (_, st), size, n in zip(axes, sizes, padded_shape)]
     axis_weights = [_axis_weight(size, blending) for size in sizes]
     weight = np.multiply.outer(np.multiply.outer(axis_weights[0], axis_weights[1]), axis_weights[2])

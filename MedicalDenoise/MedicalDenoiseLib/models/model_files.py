@@ -75,12 +75,16 @@ class ModelCard:
 
 @dataclass
 class LoadedModel:
-    """A network ready for inference (eval mode, on the CPU) and its card."""
+    """A network ready for inference (eval mode, on the CPU) and its card.
+
+    ``planar`` is the model's planar twin, if it ships one: the network 2D images run through.
+    """
 
     network: nn.Module
     card: ModelCard
     path: Path
     sha256: str
+    planar: "LoadedModel | None" = None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

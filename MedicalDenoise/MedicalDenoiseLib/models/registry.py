@@ -9,19 +9,22 @@ from pathlib import Path
 from ..errors import ModelFileError
 from .model_files import LoadedModel, load_model
 
-__all__ = ["RegistryEntry", "resources_dir", "registry_path", "list_models", "default_model_name", "resolve_model", "open_model"]
+__all__ = ["RegistryEntry", "resources_dir", "registry_path", "list_models", "modality_defaults", "default_model_name", "resolve_model", "open_model"]
 
 
 @dataclass(frozen=True)
 class RegistryEntry:
     """One shipped model. ``measured`` holds the benchmark's headline numbers for it (docs/benchmarks.md);
-    they live here, not in the model file, so measuring again does not change the file's sha256."""
+    they live here, not in the model file, so measuring again does not change the file's sha256.
+    ``planar_file`` is its planar twin, which 2D images run through (see ``networks/planar.py``)."""
 
     name: str
     file: Path
     sha256: str
     summary: str
     measured: dict = field(default_factory=dict)
+    planar_file: Path | None = None
+    planar_sha256: str | None = None
 
 
 def resources_dir() -> Path:
@@ -64,8 +67,17 @@ _REQUIRED = ("name", "file", "sha256", "summary")
 def list_models() -> list[RegistryEntry]:
     data = _read_registry()
     base = registry_path().parent
-    return [RegistryEntry(m["name"], base / m["file"], m["sha256"], m["summary"], m.get("measured", {}))
-            for m in data["models"]]
+    entries = []
+    for m in data["models"]:
+        planar = m.get("planar") or {}
+        entries.append(RegistryEntry(m["name"], base / m["file"], m["sha256"], m["summary"], m.get("measured", {}),
+                                     base / planar["file"] if planar else None, planar.get("sha256")))
+    return entries
+
+
+def modality_defaults() -> dict[str, str]:
+    """Modality → the model used for it when none is named, where it differs from the general default."""
+    return dict(_read_registry().get("default_by_modality", {}))
 
 
 def default_model_name(modality: str | None = None) -> str:
@@ -80,17 +92,33 @@ def resolve_model(name_or_path: str | None) -> tuple[Path, str | None]:
     Raises:
         ModelFileError: for a name that is neither registered nor an existing file.
     """
+    entry = _registered(name_or_path)
+    if entry is not None:
+        return entry.file, entry.sha256
     name = name_or_path or default_model_name()
-    for entry in list_models():
-        if entry.name == name:
-            return entry.file, entry.sha256
     if name.endswith(".safetensors") or os.sep in name or Path(name).exists():
         return Path(name), None
     names = ", ".join(e.name for e in list_models())
     raise ModelFileError(f"unknown model {name!r}; available: {names}, or the path of a .safetensors model file")
 
 
+def _registered(name_or_path: str | None) -> RegistryEntry | None:
+    name = name_or_path or default_model_name()
+    return next((entry for entry in list_models() if entry.name == name), None)
+
+
 def open_model(name_or_path: str | None = None) -> LoadedModel:
-    """Resolves and loads a model, checking the registry's sha256 for shipped models."""
+    """Resolves and loads a model, checking the registry's sha256 for shipped models; a shipped model's
+    planar twin is loaded with it (checked the same way).
+
+    Raises:
+        ModelFileError: for an unknown name, a damaged file, or a twin that is not planar.
+    """
     path, sha = resolve_model(name_or_path)
-    return load_model(path, expected_sha256=sha)
+    model = load_model(path, expected_sha256=sha)
+    entry = _registered(name_or_path)
+    if entry is not None and entry.planar_file is not None:
+        model.planar = load_model(entry.planar_file, expected_sha256=entry.planar_sha256)
+        if model.planar.card.network.spatial_dims != 2:
+            raise ModelFileError(f"{entry.planar_file}: registered as the planar twin of {entry.name} but is not planar")
+    return model

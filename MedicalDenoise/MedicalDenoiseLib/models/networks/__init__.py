@@ -4,22 +4,22 @@ from __future__ import annotations
 from torch import nn
 
 from .config import ARCHITECTURES, NetworkConfig
-from .gan_generator import GANGenerator3D
+from .gan_generator import GANGenerator
 from .patch_discriminator import PatchDiscriminator3D
-from .residual_autoencoder import ResidualAutoencoder3D
+from .residual_autoencoder import ResidualAutoencoder
 
 __all__ = [
     "ARCHITECTURES",
     "NetworkConfig",
-    "ResidualAutoencoder3D",
-    "GANGenerator3D",
+    "ResidualAutoencoder",
+    "GANGenerator",
     "PatchDiscriminator3D",
     "build_network",
 ]
 
 _CLASSES = {
-    "residual_autoencoder": ResidualAutoencoder3D,
-    "gan_generator": GANGenerator3D,
+    "residual_autoencoder": ResidualAutoencoder,
+    "gan_generator": GANGenerator,
     "patch_discriminator": PatchDiscriminator3D,
 }
 

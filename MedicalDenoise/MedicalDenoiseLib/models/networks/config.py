@@ -23,6 +23,8 @@ class NetworkConfig:
         noise_level_scale: the noise-level channel holds the SD in normalised intensity units; the network
             multiplies it by this so typical levels (a few per cent) reach order one.
         in_channels: image channels (1 for scalar volumes).
+        spatial_dims: 3 for a volumetric network; 2 for a planar one, which denoises each slice of what it is
+            given on its own (a 2D image costs a 2D network's work, not a volume's).
     """
 
     architecture: str = "residual_autoencoder"
@@ -31,6 +33,7 @@ class NetworkConfig:
     noise_level_input: bool = True
     noise_level_scale: float = 20.0
     in_channels: int = 1
+    spatial_dims: int = 3
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -41,6 +44,10 @@ class NetworkConfig:
             raise ValueError(
                 f"blocks_per_level must have one entry per level ({len(self.features)}), got {self.blocks_per_level}"
             )
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if self.spatial_dims == 2 and self.architecture == "patch_discriminator":
+            raise ValueError("a patch_discriminator is volumetric: spatial_dims must be 3")
         object.__setattr__(self, "features", tuple(int(f) for f in self.features))
         object.__setattr__(self, "blocks_per_level", tuple(int(b) for b in self.blocks_per_level))
 
@@ -48,6 +55,12 @@ class NetworkConfig:
     def size_multiple(self) -> int:
         """Every spatial size the network sees must be a multiple of this."""
         return 2 ** (len(self.features) - 1)
+
+    @property
+    def size_multiples(self) -> tuple[int, int, int]:
+        """What each axis (z, y, x) of an input must be a multiple of: a planar network takes any depth."""
+        m = self.size_multiple
+        return (1, m, m) if self.spatial_dims == 2 else (m, m, m)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -4,25 +4,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ResidualBlock3D
+from .blocks import ResidualBlock
 from .config import NetworkConfig
-from .residual_autoencoder import ResidualAutoencoder3D
+from .residual_autoencoder import ResidualAutoencoder
 
-__all__ = ["GANGenerator3D"]
+__all__ = ["GANGenerator"]
 
 
-class GANGenerator3D(ResidualAutoencoder3D):
+class GANGenerator(ResidualAutoencoder):
     """The residual autoencoder plus two residual blocks at full resolution before the output.
 
     Trained with an adversarial term, the extra full-resolution capacity is where fine texture is
     synthesised back instead of the smooth average an L1/L2 loss prefers. Same input and output as
-    :class:`ResidualAutoencoder3D`, so it can be initialised from a trained autoencoder
+    :class:`ResidualAutoencoder`, so it can be initialised from a trained autoencoder
     (``load_state_dict(..., strict=False)`` leaves only ``refine`` new).
     """
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__(config)
-        self.refine = nn.Sequential(ResidualBlock3D(config.features[0]), ResidualBlock3D(config.features[0]))
+        self.refine = nn.Sequential(*[ResidualBlock(config.features[0], config.spatial_dims) for _ in range(2)])
         # Start the refinement as identity so an initialised generator equals its autoencoder.
         for block in self.refine:
             nn.init.zeros_(block.conv2.weight)

@@ -1,16 +1,16 @@
-"""3D residual convolutional autoencoder that predicts the noise."""
+"""Residual convolutional autoencoder that predicts the noise, volumetric or planar."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .blocks import Downsample3D, ResidualBlock3D, Upsample3D, conv3
+from .blocks import Downsample, ResidualBlock, Upsample, convolution, conv3
 from .config import NetworkConfig
 
-__all__ = ["ResidualAutoencoder3D"]
+__all__ = ["ResidualAutoencoder"]
 
 
-class ResidualAutoencoder3D(nn.Module):
+class ResidualAutoencoder(nn.Module):
     """Encoder–decoder with skip connections; the output is ``input − predicted noise``.
 
     The first level works at full resolution (no strided stem), so single-voxel detail reaches the
@@ -20,28 +20,32 @@ class ResidualAutoencoder3D(nn.Module):
     ``config.size_multiple``; ``sigma`` is the noise SD in normalised units, a number or a ``(B,)`` tensor.
     A network with ``noise_level_input`` builds its conditioning channel from ``sigma`` itself; a blind one
     ignores it. Output: ``(B, C, D, H, W)``, the denoised image.
+
+    A planar network (``config.spatial_dims == 2``) takes the same ``(B, C, D, H, W)`` input, any ``D``, and
+    denoises each of its ``D`` slices on its own; it also takes ``(B, C, H, W)``.
     """
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
         feats = config.features
+        dims = config.spatial_dims
         in_ch = config.in_channels + (1 if config.noise_level_input else 0)
-        self.stem = nn.Sequential(conv3(in_ch, feats[0]), nn.LeakyReLU(0.1, inplace=True))
+        self.stem = nn.Sequential(conv3(in_ch, feats[0], dims=dims), nn.LeakyReLU(0.1, inplace=True))
         self.encoders = nn.ModuleList()
         self.downs = nn.ModuleList()
         for level, (ch, n_blocks) in enumerate(zip(feats, config.blocks_per_level)):
             if level > 0:
-                self.downs.append(Downsample3D(feats[level - 1], ch))
-            self.encoders.append(nn.Sequential(*[ResidualBlock3D(ch) for _ in range(n_blocks)]))
+                self.downs.append(Downsample(feats[level - 1], ch, dims))
+            self.encoders.append(nn.Sequential(*[ResidualBlock(ch, dims) for _ in range(n_blocks)]))
         self.ups = nn.ModuleList()
         self.fuses = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for level in range(len(feats) - 2, -1, -1):
-            self.ups.append(Upsample3D(feats[level + 1], feats[level]))
-            self.fuses.append(nn.Sequential(conv3(2 * feats[level], feats[level]), nn.LeakyReLU(0.1, inplace=True)))
-            self.decoders.append(ResidualBlock3D(feats[level]))
-        self.head = nn.Conv3d(feats[0], config.in_channels, kernel_size=1)
+            self.ups.append(Upsample(feats[level + 1], feats[level], dims))
+            self.fuses.append(nn.Sequential(conv3(2 * feats[level], feats[level], dims=dims), nn.LeakyReLU(0.1, inplace=True)))
+            self.decoders.append(ResidualBlock(feats[level], dims))
+        self.head = convolution(dims)(feats[0], config.in_channels, kernel_size=1)
 
     def conditioned_input(self, x: torch.Tensor, sigma: float | torch.Tensor | None) -> torch.Tensor:
         """``x`` with the noise-level channel appended when the network takes one.
@@ -54,7 +58,7 @@ class ResidualAutoencoder3D(nn.Module):
         if sigma is None:
             raise ValueError("this network is conditioned on the noise level: call it as network(x, sigma)")
         if isinstance(sigma, torch.Tensor) and sigma.ndim > 0:
-            level = sigma.to(x.dtype).view(-1, 1, 1, 1, 1).expand_as(x[:, :1])
+            level = sigma.to(x.dtype).view(-1, *[1] * (x.ndim - 1)).expand_as(x[:, :1])
         else:
             level = torch.full_like(x[:, :1], float(sigma))
         return torch.cat([x, level * self.config.noise_level_scale], dim=1)
@@ -76,4 +80,16 @@ class ResidualAutoencoder3D(nn.Module):
         return self.head(self.full_resolution_features(x, sigma))
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+        if self.config.spatial_dims == 2 and x.ndim == 5:
+            return _slice_by_slice(self, x, sigma)
         return x - self.predict_noise(x, sigma)
+
+
+def _slice_by_slice(network: nn.Module, x: torch.Tensor, sigma: float | torch.Tensor | None) -> torch.Tensor:
+    """A planar network over ``(B, C, D, H, W)``: the ``D`` slices become batch entries, and back."""
+    b, c, d, h, w = x.shape
+    planes = x.permute(0, 2, 1, 3, 4).reshape(b * d, c, h, w)
+    if isinstance(sigma, torch.Tensor) and sigma.ndim > 0:
+        sigma = sigma.repeat_interleave(d)
+    out = network(planes, sigma)
+    return out.reshape(b, d, c, h, w).permute(0, 2, 1, 3, 4)
