@@ -15,6 +15,7 @@ from ..io.writing import write_volume
 from ..inference.normalization import MODALITIES, guess_modality
 from ..models.registry import default_model_name
 from ..evaluation.preview import comparison_png
+from .parent_watch import exit_with_parent
 from .progress import PROGRESS_MODES, make_progress
 
 __all__ = ["add_parser", "run"]
@@ -48,6 +49,8 @@ def add_parser(sub) -> None:
     p.add_argument("--preview", type=Path, help="also write a PNG of the middle slice: input | denoised | residual")
     p.add_argument("--progress", default="auto", choices=PROGRESS_MODES, help="bar on a terminal, slicer for 3D Slicer, none")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    p.add_argument("--exit-with-parent", type=int, metavar="PID",
+                   help="stop, writing nothing, once process PID has ended (3D Slicer passes its own)")
     p.set_defaults(run=run)
 
 
@@ -127,6 +130,8 @@ def _denoise_one(models: _Models, source: Path, target: Path, args, label: str) 
 
 
 def run(args) -> int:
+    if args.exit_with_parent is not None:
+        exit_with_parent(args.exit_with_parent)
     args.jobs = _jobs(args)
     models = _Models(args)
     if args.model:

@@ -198,7 +198,7 @@ class MedicalDenoiseLogic:
         source, target = work / f"input{HANDOFF_SUFFIX}", work / f"output{HANDOFF_SUFFIX}"
         command = [python, "-m", "MedicalDenoiseLib.cli.main", "denoise",
                    str(source), str(target), "--device", device, "--strength", str(strength),
-                   "--modality", modality, "--progress", "slicer"]
+                   "--modality", modality, "--progress", "slicer", "--exit-with-parent", str(os.getpid())]
         if model:
             command += ["--model", model]
         env = dict(os.environ)
