@@ -28,6 +28,9 @@ benchmark: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e ".[baselines]"
 	$(BIN)/python benchmarks/speed_memory.py --cli --out docs/benchmarks.md
 	$(BIN)/python benchmarks/speed_memory.py --model gan-v1 --sizes 256 --section speed_memory_gan --out docs/benchmarks.md
+	$(BIN)/python benchmarks/speed_memory.py --sizes 820x616 82x96x64 512x512 --cli --section speed_memory_2d --out docs/benchmarks.md
+	$(BIN)/python benchmarks/planar.py autoencoder-v2 --out docs/benchmarks.md
+	$(BIN)/python benchmarks/planar.py autoencoder-v3 --out docs/benchmarks.md
 	$(BIN)/python benchmarks/quality.py --bm4d-crop 64 --out docs/benchmarks.md
 	$(BIN)/python benchmarks/real_noisy.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/targets.py --out docs/benchmarks.md

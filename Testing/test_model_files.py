@@ -99,6 +99,21 @@ def test_shipped_models_carry_complete_cards():
         assert any(key.startswith("MNI152") for key in entry.measured), entry.name
 
 
+def test_shipped_planar_twins_are_planar_intact_and_described():
+    twins = [entry for entry in list_models() if entry.planar_file is not None]
+    assert twins, "no shipped model has a planar twin: 2D images would run the slow volumetric path"
+    for entry in twins:
+        assert file_sha256(entry.planar_file) == entry.planar_sha256, entry.name
+        model = open_model(entry.name)
+        twin = model.planar.card
+        assert twin.network.spatial_dims == 2 and twin.training_data and twin.modalities, entry.name
+        # The twin is its model's network made planar: the same channels and the same conditioning.
+        assert twin.network.features == model.card.network.features, entry.name
+        assert twin.network.noise_level_input == model.card.network.noise_level_input, entry.name
+        assert twin.conditioning == model.card.conditioning, entry.name
+        assert "not for diagnosis" in twin.intended_use.lower(), entry.name
+
+
 def test_registry_refuses_unknown_names_and_resolves_paths(tiny_model_file):
     with pytest.raises(ModelFileError, match="unknown model 'nope'; available: "):
         resolve_model("nope")

@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--twin", help="a planar model file to use as the twin (default: the registered one)")
     parser.add_argument("--data", type=Path, default=default_data_dir(), help="the real volumes (../shared/data)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, help="markdown file whose `planar` section is (re)written")
+    parser.add_argument("--out", type=Path, help="markdown file whose `planar-MODEL` section is (re)written")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     methods = _methods(args.model, args.twin)
@@ -186,7 +186,7 @@ def main() -> None:
         "|---" + "|---" * len(names) + "|",
         *timing,
     ])
-    publish(section, args.out, "planar")
+    publish(section, args.out, f"planar-{args.model}")
 
 
 if __name__ == "__main__":
