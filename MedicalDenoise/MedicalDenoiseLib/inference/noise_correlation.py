@@ -6,6 +6,13 @@ voxels (zero-filled MR, speckle, smooth CT kernels). The residuals' autocovarian
 autocovariance seen through that projection, a known linear map. Inverting it gives the noise
 autocorrelation itself, from which follow the fraction of the noise the fit removed (to add back), how many
 independent samples a patch is worth (for the spread of patch variances), and the lag-1 correlations.
+
+One direction cannot be inverted: noise common to a whole patch, which the fit removes entirely. Left out, it
+pulls the far lags of the kernel below zero when the noise is correlated beyond the patch (log-compressed
+speckle from few scatterers varies over tens of voxels). Noise correlation does not stay negative over many
+voxels, so when the residuals are known to be noise that component can be put back until the outer lags
+average zero; how far below zero they were is reported either way. (Smooth structure left in the residuals of
+real images pulls the far lags down too: there it must not be read as noise.)
 """
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ from .flat_patches import FlatPatches, polynomial_basis
 __all__ = ["NoiseCorrelation", "measure_correlation", "through_plane_correlation"]
 
 _RCOND = 0.03
+_MAX_LAG = 8  # lags measured: the kernel of a 16-voxel patch; wider patches keep the map small and fast
+_OUTER_LAGS = (5.0, 8.0)  # radius range whose mean correlation is taken as zero when it falls below
 _FINE_FILTER = np.outer([1.0, -2.0, 1.0], [1.0, -2.0, 1.0])
 # Σ_p f(p) f(p + d) over the 5×5 lags d: the filtered variance is Σ_d of this times the noise covariance.
 _FINE_FILTER_AUTOCORRELATION = np.array([[np.sum(_FINE_FILTER[max(0, dy):3 + min(0, dy), max(0, dx):3 + min(0, dx)]
@@ -35,11 +44,14 @@ class NoiseCorrelation:
             centre.
         fit_loss: fraction of the noise variance that a quadratic fit to one patch removes.
         effective_samples: how many independent voxels a patch's variance is worth.
+        beyond_patch: how far below zero the outer lags fell (near 0 unless the noise, or structure left in
+            the residuals, is correlated beyond the patch).
     """
 
     kernel: np.ndarray
     fit_loss: float
     effective_samples: float
+    beyond_patch: float = 0.0
 
     @property
     def sd_per_fine_sd(self) -> float:
@@ -67,7 +79,7 @@ def _shifted(basis: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _fit_operator(size: int, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit_operator(size: int, max_lag: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The map from a noise autocovariance to the autocovariance of its quadratic-fit residuals.
 
     With ``D_d`` the pairs of voxels ``d`` apart and ``H`` the projection onto the fit, the residual
@@ -79,8 +91,9 @@ def _fit_operator(size: int, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
     or residual shading of real images would be read as noise correlated over the whole patch.
 
     Returns:
-        ``(inverse, traces)``: the ``(m, m)`` pseudo-inverse of the map, ``m = (2L+1)²`` lags in row-major
-        ``(dy, dx)`` order, and ``tr(Qᵀ D_d Q)`` per lag (for the variance the fit removes).
+        ``(inverse, traces, common)``: the ``(m, m)`` pseudo-inverse of the map, ``m = (2L+1)²`` lags in
+        row-major ``(dy, dx)`` order; ``tr(Qᵀ D_d Q)`` per lag (for the variance the fit removes); and the
+        ``(2L+1, 2L+1)`` kernel the map nearly loses (a broad bump, positive), which the inverse leaves out.
     """
     basis = polynomial_basis(size)
     lags = [(dy, dx) for dy in range(-max_lag, max_lag + 1) for dx in range(-max_lag, max_lag + 1)]
@@ -91,8 +104,11 @@ def _fit_operator(size: int, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
     flat = lambda a: a.reshape(len(lags), -1)  # noqa: E731
     traces = (np.diag(pairs) - flat(backward) @ flat(backward).T - flat(forward) @ flat(forward).T
               + flat(projected) @ flat(projected).T)
-    inverse = np.linalg.pinv(traces / pairs[:, None], rcond=_RCOND)
-    return inverse, np.einsum("dkk->d", projected)
+    forward_map = traces / pairs[:, None]
+    inverse = np.linalg.pinv(forward_map, rcond=_RCOND)
+    common = np.linalg.svd(forward_map)[2][-1]
+    common = (common * np.sign(common.sum())).reshape(2 * max_lag + 1, 2 * max_lag + 1)
+    return inverse, np.einsum("dkk->d", projected), common
 
 
 def _residual_autocovariance(residuals: np.ndarray, max_lag: int) -> np.ndarray:
@@ -106,18 +122,20 @@ def _residual_autocovariance(residuals: np.ndarray, max_lag: int) -> np.ndarray:
     return sums / (pairs * len(residuals))
 
 
-def measure_correlation(residuals: np.ndarray) -> NoiseCorrelation:
+def measure_correlation(residuals: np.ndarray, beyond_patch: bool = False) -> NoiseCorrelation:
     """The noise correlation from quadratic-fit residuals of flat patches.
 
     Args:
         residuals: ``(M, P, P)`` residuals (:attr:`FlatPatches.residuals`).
+        beyond_patch: the residuals are noise: put back the patch-common component that the outer lags'
+            deficit shows.
 
     Returns:
         The correlation; white (a single 1) when the residuals carry no variance.
     """
     size = residuals.shape[-1]
-    max_lag = size // 2
-    inverse, traces = _fit_operator(size, max_lag)
+    max_lag = min(size // 2, _MAX_LAG)
+    inverse, traces, common = _fit_operator(size, max_lag)
     measured = _residual_autocovariance(residuals, max_lag)
     kernel = (inverse @ measured.ravel()).reshape(measured.shape)
     kernel = 0.5 * (kernel + kernel[::-1, ::-1])
@@ -125,11 +143,19 @@ def measure_correlation(residuals: np.ndarray) -> NoiseCorrelation:
     if not np.isfinite(centre) or centre <= 0:
         kernel = np.zeros_like(measured)
         kernel[max_lag, max_lag] = centre = 1.0
-    kernel = kernel / centre
+    lag = np.arange(-max_lag, max_lag + 1)
+    radius = np.hypot(lag[:, None], lag[None, :])
+    outer = (radius >= _OUTER_LAGS[0]) & (radius <= _OUTER_LAGS[1])
+    beyond = 0.0
+    if outer.any() and common[outer].mean() > 0:
+        beyond = float(max(-kernel[outer].mean() / centre, 0.0))
+        if beyond_patch:
+            kernel = kernel + beyond * centre / common[outer].mean() * common
+    kernel = kernel / kernel[max_lag, max_lag]
     voxels = size * size
     fit_loss = float(np.clip(traces @ kernel.ravel() / voxels, 0.0, 0.9))
     effective = float(np.clip(voxels / (kernel**2).sum(), 1.0, voxels))
-    return NoiseCorrelation(kernel, fit_loss, effective)
+    return NoiseCorrelation(kernel, fit_loss, effective, beyond)
 
 
 def through_plane_correlation(volume: np.ndarray, flat: FlatPatches) -> float | None:
