@@ -147,6 +147,10 @@ def _time_rows(methods) -> list[str]:
     return rows
 
 
+def _table(header: list[str], rows: list[str]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a registry name")
@@ -161,6 +165,7 @@ def main() -> None:
     reference = _reference_rows(methods, args.data)
     real = _real_rows(methods, args.data)
     timing = _time_rows(methods)
+    diffusion = "Slicer's anisotropic diffusion"
     section = "\n".join([
         f"## 2D images: the planar twin of {args.model}",
         "",
@@ -169,22 +174,14 @@ def main() -> None:
         "With a reference: PSNR (dB) / SSIM against the noise-free acquisition, mean over three slices of each "
         "simulated acquisition, each denoised as a 2D image (best in bold).",
         "",
-        "| source | noise | input | " + " | ".join(names) + " | Slicer's anisotropic diffusion |",
-        "|---|---|---" + "|---" * (len(names) + 1) + "|",
-        *reference,
-        "",
+        *_table(["source", "noise", "input", *names, diffusion], reference),
         "Real images without a reference (middle frame or slice, held out): flat-region noise left / strong-edge "
         "sharpness kept, each relative to the input.",
         "",
-        "| image | " + " | ".join(names) + " | Slicer's anisotropic diffusion |",
-        "|---" + "|---" * (len(names) + 1) + "|",
-        *real,
+        *_table(["image", *names, diffusion], real),
+        "Seconds per image (the library's `denoise`, noise estimate included, mean of 3 after a warm-up):",
         "",
-        f"Seconds per image (the library's `denoise`, noise estimate included, mean of 3 after a warm-up):",
-        "",
-        "| image | " + " | ".join(names) + " |",
-        "|---" + "|---" * len(names) + "|",
-        *timing,
+        *_table(["image", *names], timing),
     ])
     publish(section, args.out, f"planar-{args.model}")
 
