@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import signal
 import sys
 import threading
 
@@ -51,11 +52,19 @@ def _windows_process_alive(pid: int) -> bool:
 def exit_with_parent(pid: int, interval: float = 0.5) -> threading.Thread:
     """Starts a daemon thread that interrupts the main thread once process ``pid`` has ended.
 
+    Call it from the main thread: if SIGINT is ignored there, Python's default handler is installed, since
+    the interruption is delivered as a simulated SIGINT.
+
     Raises:
         Cancelled: ``pid`` has already ended.
     """
     if not process_alive(pid):
         raise Cancelled(f"process {pid}, which started this run, has ended")
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) in (
+            signal.SIG_IGN, signal.SIG_DFL, None):
+        # A process started in the background (``cmd &``, some launchers) ignores SIGINT, and then
+        # ``interrupt_main`` does nothing: give the main thread Python's own handler back.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     stopped = threading.Event()
 
     def watch() -> None:
