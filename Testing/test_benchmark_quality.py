@@ -43,7 +43,7 @@ def test_quality_writes_a_table_with_foreground_ssim_and_a_two_row_png(quality, 
     out = tmp_path / "docs" / "bench.md"
     quality.main(["--clean", str(clean), "--crop", "24", "--settings", "gaussian:0.05", "rician:0.05",
                   "--skip", "bm4d", "non-local", "dipy", "total", "--model", str(tiny_model_file), "--out", str(out)])
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     assert "| method | Gaussian 5 % | Rician 5 % |" in text
     cells = [line for line in text.splitlines() if line.startswith("| gaussian (best σ) |")][0].split("|")[2:4]
     assert all(len(cell.split("/")) == 4 for cell in cells)  # PSNR / SSIM / foreground SSIM / seconds
@@ -60,7 +60,7 @@ def test_quality_skips_missing_files_with_a_note(quality, tmp_path, capsys, tiny
                   "--skip", "bm4d", "non-local", "dipy", "total", "diffusion", "--model", str(tiny_model_file),
                   "--out", str(out)])
     assert "ct_abdomen_3mm_totalseg.nii.gz` not found" in capsys.readouterr().err  # said at once...
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     assert "Volumes not run:" in text and "ct_abdomen_3mm_totalseg.nii.gz` not found" in text  # ...and in the doc
     assert "mr_brain_t1gd_brain2" in text  # the volume that exists was still run
 
@@ -76,7 +76,7 @@ def test_real_noisy_measures_noise_left_and_edges_kept(real_noisy, tmp_path, tin
     write_phantom(data / "mr_phantom.nii.gz", noise=25.0)
     out = tmp_path / "bench.md"
     real_noisy.main(["--data", str(data), "--model", str(tiny_model_file), "--out", str(out)])
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     rows = [line.split("|") for line in text.splitlines() if line.startswith("| ")][1:]
     assert [row[2].strip() for row in rows] == ["input", "tiny-test (blind)",
                                                 "anisotropic diffusion (conductance 1, 5 iterations)",

@@ -64,7 +64,7 @@ def test_all_three_parts_write_their_sections_tables_and_figures(realistic, data
                     "--psd-realisations", "2", "--max-shape", "8", "32", "32", "--frames", "2",
                     "--lcd-size", "96", "--lcd-realisations", "16", "--lcd-doses", "2e4", "--resamples", "10",
                     "--skip", "bm4d", "dipy"])
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     for part in ("reference", "real", "lcd"):
         assert f"<!-- realistic-{part}:start -->" in text and f"<!-- realistic-{part}:end -->" in text
     lines = text.splitlines()

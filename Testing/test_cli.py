@@ -281,19 +281,22 @@ def test_without_model_each_image_gets_its_modalitys_default(capsys, tmp_path, t
     resources = tmp_path / "Resources"
     (resources / "Models").mkdir(parents=True)
     entries = []
-    for name in ("tiny-mr", "tiny-ct"):
+    for name in ("tiny-mr", "tiny-ct", "tiny-us"):
         target = resources / "Models" / f"{name}.safetensors"
         target.write_bytes(tiny_model_file.read_bytes())
         entries.append({"name": name, "file": f"Models/{name}.safetensors", "sha256": file_sha256(target),
                         "summary": name})
-    registry = {"default": "tiny-mr", "default_by_modality": {"ct": "tiny-ct"}, "models": entries}
+    registry = {"default": "tiny-mr", "default_by_modality": {"ct": "tiny-ct", "us": "tiny-us"}, "models": entries}
     (resources / "Models.json").write_text(__import__("json").dumps(registry), encoding="utf-8")
     monkeypatch.setenv("MEDICAL_DENOISE_RESOURCES", str(resources))
     folder = tmp_path / "inputs"
     folder.mkdir()
     write_volume(ct_volume, folder / "chest.mha")
     (folder / "brain.nrrd").write_bytes(noisy_nrrd.read_bytes())
+    frame = (np.random.default_rng(3).random((40, 52)) * 200).astype(np.uint8)  # an untagged 8-bit B-mode frame
+    write_volume(Volume(frame, Geometry((0.3, 0.3), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0))), folder / "frame.mha")
     code, out, err = _run(capsys, "denoise", folder, tmp_path / "outputs")
     assert code == 0, err
     assert "chest.mha: ct, model tiny-ct (the default for CT)" in out
     assert "brain.nrrd: mr, model tiny-mr (the default for MR)" in out
+    assert "frame.mha: us, model tiny-us (the default for US)" in out

@@ -48,6 +48,13 @@ def test_guess_modality():
     assert guess_modality(np.array([np.nan, np.inf])) == "mr"
 
 
+def test_an_untagged_8_bit_image_is_ultrasound_and_a_tag_still_wins():
+    frame = (phantom((1, 40, 50))[0] * 255).astype(np.uint8)
+    assert guess_modality(frame) == "us"
+    assert guess_modality(frame.astype(np.uint16)) == "mr"  # MR is stored in 12 to 16 bits
+    assert guess_modality(frame, tagged="mr") == "mr"
+
+
 def test_unknown_modality_is_refused():
     with pytest.raises(ValueError, match="ct, mr, us"):
         IntensityNormalizer.fit(phantom(), "pet")

@@ -88,14 +88,14 @@ def test_killing_the_program_that_started_a_run_stops_the_run(tmp_path, tiny_mod
                               stdout=subprocess.PIPE, text=True)
     child_pid = int(parent.stdout.readline())
     deadline = time.monotonic() + 60
-    while "filter-progress" not in log.read_text() and time.monotonic() < deadline:
+    while "filter-progress" not in log.read_text(encoding="utf-8", errors="replace") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "filter-progress" in log.read_text(), log.read_text()
+    assert "filter-progress" in log.read_text(encoding="utf-8", errors="replace"), log.read_text(encoding="utf-8", errors="replace")
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 20
     while process_alive(child_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not process_alive(child_pid), "the run went on after the program that started it was killed"
-    assert "cancelled; nothing was written" in log.read_text()
+    assert "cancelled; nothing was written" in log.read_text(encoding="utf-8", errors="replace")
     assert not target.exists()

@@ -132,7 +132,7 @@ class Denoiser:
                 f"{n_bad} NaN/infinite voxels were replaced by the median ({fill:g}) before denoising; "
                 "the output holds denoised finite values there"
             )
-        chosen = guess_modality(work, volume.modality if modality == "auto" else modality)
+        chosen = guess_modality(array, volume.modality if modality == "auto" else modality)
         if float(work.max()) == float(work.min()):
             messages.append("the image is constant: returned unchanged")
             return DenoiseResult(volume.with_array(work.copy()), 0.0, 0.0, chosen, "none",

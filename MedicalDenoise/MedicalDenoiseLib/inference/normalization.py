@@ -47,12 +47,15 @@ def ct_padding_value(array: np.ndarray) -> float | None:
 
 
 def guess_modality(array: np.ndarray, tagged: str | None = None) -> str:
-    """The modality to normalise for: the file's tag when known, else CT when the intensities look like
-    Hounsfield units (air below −500 and tissue above it, out-of-field padding left out), else "mr"
-    (percentile scaling, right for US too).
+    """The modality to normalise for: the file's tag when known; else "us" for 8-bit images (B-mode frames are
+    stored so; CT needs signed values beyond 255 and MR is stored in 12 to 16 bits); else CT when the
+    intensities look like Hounsfield units (air below −500 and tissue above it, out-of-field padding left
+    out); else "mr" (percentile scaling).
     """
     if tagged in MODALITIES:
         return tagged
+    if array.dtype == np.uint8:
+        return "us"
     finite = _finite_sample(array)
     padding = ct_padding_value(finite)
     if padding is not None:
