@@ -44,7 +44,7 @@ def test_twin_equals_the_volumetric_network_on_a_depth_constant_image(features, 
     for module in volumetric.modules():
         if isinstance(module, torch.nn.ConvTranspose3d):
             module.weight.data[:, :, 1] = module.weight.data[:, :, 0]
-    twin = planar_from_volumetric(volumetric, build_network).eval()
+    twin = planar_from_volumetric(volumetric).eval()
     image = torch.rand(1, 1, 1, 16, 16)
     depth = 24  # slices far enough from the ends that the volumetric network's zero padding is not seen
     with torch.no_grad():
@@ -56,7 +56,7 @@ def test_twin_equals_the_volumetric_network_on_a_depth_constant_image(features, 
 
 def test_twin_of_a_planar_network_is_refused():
     with pytest.raises(ValueError, match="volumetric"):
-        planar_from_volumetric(_network(dims=2), build_network)
+        planar_from_volumetric(_network(dims=2))
 
 
 def test_a_discriminator_cannot_be_planar():

@@ -161,12 +161,11 @@ def test_blind_start_keeps_the_image_weights_and_drops_the_level_channel(tiny_mo
 
 
 def test_planar_run_starts_as_the_twin_of_its_volumetric_init(tiny_model_file):
-    from MedicalDenoiseLib.models.networks import build_network
     from MedicalDenoiseLib.models.networks.planar import planar_from_volumetric
     config = config_from_dict(merged(TINY, {"init": str(tiny_model_file), "planar": True,
                                             "data": {"patch_size": [1, 16, 16]}}))
     network, network_config, info = initial_network(config)
-    expected = planar_from_volumetric(load_model(tiny_model_file).network, build_network)
+    expected = planar_from_volumetric(load_model(tiny_model_file).network)
     assert network_config.spatial_dims == 2 and info["init_name"] == "tiny-test"
     x = torch.rand(2, 1, 1, 16, 16)
     network.eval()

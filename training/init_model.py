@@ -42,7 +42,7 @@ def initial_network(config: TrainConfig) -> tuple[nn.Module, NetworkConfig, dict
         return build_network(network_config), network_config, {}
     loaded = open_model(config.init)
     if config.planar and loaded.card.network.spatial_dims == 3:
-        loaded.network = planar_from_volumetric(loaded.network, build_network)
+        loaded.network = planar_from_volumetric(loaded.network)
         loaded.card.network = loaded.network.config
     elif not config.planar and loaded.card.network.spatial_dims == 2:
         raise ConfigError(f"--init {config.init}: holds a planar network; set planar: true to fine-tune it")

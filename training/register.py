@@ -32,10 +32,7 @@ def register(model_file: Path, make_default: bool = False, twin_of: str | None =
     registry = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"default": card.name, "models": []}
     if twin_of is not None:
         return _attach_twin(registry, path, model_file, loaded, twin_of)
-    target = path.parent / "Models" / f"{card.name}.safetensors"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if model_file.resolve() != target.resolve():
-        shutil.copyfile(model_file, target)
+    target = _copy_beside_the_models(model_file, card.name, path)
     # Only what the registry reads: the card inside the file (under its sha256) holds everything else.
     entry = {
         "name": card.name,
@@ -50,6 +47,15 @@ def register(model_file: Path, make_default: bool = False, twin_of: str | None =
     return entry
 
 
+def _copy_beside_the_models(model_file: Path, name: str, registry: Path) -> Path:
+    """``Models/NAME.safetensors`` beside the registry, copied from ``model_file`` unless it is that file."""
+    target = registry.parent / "Models" / f"{name}.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if model_file.resolve() != target.resolve():
+        shutil.copyfile(model_file, target)
+    return target
+
+
 def _attach_twin(registry: dict, path: Path, model_file: Path, loaded, twin_of: str) -> dict:
     if loaded.card.network.spatial_dims != 2:
         raise ConfigError(f"{model_file}: --twin-of needs a planar model (training config planar: true)")
@@ -57,9 +63,7 @@ def _attach_twin(registry: dict, path: Path, model_file: Path, loaded, twin_of: 
     if parent is None:
         names = ", ".join(m["name"] for m in registry["models"])
         raise ConfigError(f"--twin-of {twin_of}: no such registered model; registered: {names}")
-    target = path.parent / "Models" / f"{loaded.card.name}.safetensors"
-    if model_file.resolve() != target.resolve():
-        shutil.copyfile(model_file, target)
+    target = _copy_beside_the_models(model_file, loaded.card.name, path)
     parent["planar"] = {"file": target.relative_to(path.parent).as_posix(), "sha256": loaded.sha256}
     write_text_atomically(path, json.dumps(registry, indent=2, ensure_ascii=False) + "\n")
     return parent

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from ..errors import Cancelled
 
@@ -65,13 +66,11 @@ def exit_with_parent(pid: int, interval: float = 0.5) -> threading.Thread:
         # A process started in the background (``cmd &``, some launchers) ignores SIGINT, and then
         # ``interrupt_main`` does nothing: give the main thread Python's own handler back.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    stopped = threading.Event()
 
     def watch() -> None:
-        while not stopped.wait(interval):
-            if not process_alive(pid):
-                _thread.interrupt_main()
-                return
+        while process_alive(pid):
+            time.sleep(interval)
+        _thread.interrupt_main()
 
     thread = threading.Thread(target=watch, name=f"exit-with-parent-{pid}", daemon=True)
     thread.start()

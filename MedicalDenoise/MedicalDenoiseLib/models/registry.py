@@ -92,19 +92,21 @@ def resolve_model(name_or_path: str | None) -> tuple[Path, str | None]:
     Raises:
         ModelFileError: for a name that is neither registered nor an existing file.
     """
-    entry = _registered(name_or_path)
+    entry, path = _resolve(name_or_path)
+    return (entry.file, entry.sha256) if entry is not None else (path, None)
+
+
+def _resolve(name_or_path: str | None) -> tuple[RegistryEntry | None, Path | None]:
+    """The registry entry of a name (None = the default), or else the path of a model file."""
+    entries = list_models()
+    name = name_or_path or default_model_name()
+    entry = next((e for e in entries if e.name == name), None)
     if entry is not None:
-        return entry.file, entry.sha256
-    name = name_or_path or default_model_name()
+        return entry, None
     if name.endswith(".safetensors") or os.sep in name or Path(name).exists():
-        return Path(name), None
-    names = ", ".join(e.name for e in list_models())
+        return None, Path(name)
+    names = ", ".join(e.name for e in entries)
     raise ModelFileError(f"unknown model {name!r}; available: {names}, or the path of a .safetensors model file")
-
-
-def _registered(name_or_path: str | None) -> RegistryEntry | None:
-    name = name_or_path or default_model_name()
-    return next((entry for entry in list_models() if entry.name == name), None)
 
 
 def open_model(name_or_path: str | None = None) -> LoadedModel:
@@ -114,10 +116,11 @@ def open_model(name_or_path: str | None = None) -> LoadedModel:
     Raises:
         ModelFileError: for an unknown name, a damaged file, or a twin that is not planar.
     """
-    path, sha = resolve_model(name_or_path)
-    model = load_model(path, expected_sha256=sha)
-    entry = _registered(name_or_path)
-    if entry is not None and entry.planar_file is not None:
+    entry, path = _resolve(name_or_path)
+    if entry is None:
+        return load_model(path)
+    model = load_model(entry.file, expected_sha256=entry.sha256)
+    if entry.planar_file is not None:
         model.planar = load_model(entry.planar_file, expected_sha256=entry.planar_sha256)
         if model.planar.card.network.spatial_dims != 2:
             raise ModelFileError(f"{entry.planar_file}: registered as the planar twin of {entry.name} but is not planar")

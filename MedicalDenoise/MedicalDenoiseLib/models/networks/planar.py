@@ -13,13 +13,14 @@ from dataclasses import replace
 
 from torch import nn
 
+from . import build_network
 from .config import NetworkConfig
 
 __all__ = ["planar_from_volumetric"]
 
 
-def planar_from_volumetric(network: nn.Module, build) -> nn.Module:
-    """The planar twin of ``network`` (a volumetric autoencoder or generator), built by ``build(config)``.
+def planar_from_volumetric(network: nn.Module) -> nn.Module:
+    """The planar twin of ``network`` (a volumetric autoencoder or generator).
 
     Raises:
         ValueError: for a network that is already planar or has no config.
@@ -27,7 +28,7 @@ def planar_from_volumetric(network: nn.Module, build) -> nn.Module:
     config: NetworkConfig | None = getattr(network, "config", None)
     if config is None or config.spatial_dims != 3:
         raise ValueError("planar_from_volumetric needs a volumetric (spatial_dims 3) network")
-    twin = build(replace(config, spatial_dims=2))
+    twin = build_network(replace(config, spatial_dims=2))
     volumetric = dict(network.named_modules())
     for name, module in twin.named_modules():
         if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
