@@ -138,3 +138,21 @@ def test_a_damaged_twin_is_refused(tmp_path, monkeypatch):
     path.write_bytes(bytes(data))
     with pytest.raises(ModelFileError):
         open_model("vol")
+
+
+def test_a_planar_model_used_directly_denoises_slice_by_slice(tmp_path):
+    net = _network(dims=2, seed=4)
+    path = _saved(tmp_path / "planar.safetensors", net,
+                  ModelCard(name="planar", description="test", network=net.config, noise_range=(0.005, 0.15)))
+    denoiser = Denoiser(str(path), device="cpu")
+    rng = np.random.default_rng(5)
+    stack = (np.stack([phantom((1, 36, 40), seed=s)[0] for s in range(3)])
+             + rng.normal(0, 0.05, (3, 36, 40))).astype(np.float32)
+    geometry = Geometry((0.5, 0.7, 2.0), (0.0,) * 3, tuple(np.eye(3).ravel()))
+    whole = denoiser.denoise(Volume(stack, geometry), modality="mr", strength=0.05).volume.array
+    one = denoiser.denoise(Volume(stack[1], Geometry((0.5, 0.7), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0))),
+                           modality="mr", strength=0.05).volume.array
+    # Each slice is denoised on its own: the middle slice alone equals the middle slice of the stack, up to
+    # the normalisation each input gets from its own intensities.
+    assert whole.shape == stack.shape
+    assert np.corrcoef((whole[1] - stack[1]).ravel(), (one - stack[1]).ravel())[0, 1] > 0.99

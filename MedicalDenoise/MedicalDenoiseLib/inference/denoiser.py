@@ -148,7 +148,7 @@ class Denoiser:
         estimate = estimate_noise(normalized)
         volume3d = normalized if normalized.ndim == 3 else normalized[None]
         layout = self._layout(volume3d.shape)
-        card = self.model.planar.card if layout == "planar" else self.model.card
+        card = self._planar_model().card if layout == "planar" else self.model.card
         settings = network_settings(strength, estimate.sigma, estimate.fine_scale_sigma, normalizer.scale,
                                     card.network.noise_level_input, card.conditioning)
         low, high = card.noise_range
@@ -178,10 +178,15 @@ class Denoiser:
             network=card.name,
         )
 
+    def _planar_model(self) -> LoadedModel | None:
+        """The model itself when it is planar, else its planar twin (None without one)."""
+        return self.model if self.model.card.network.spatial_dims == 2 else self.model.planar
+
     def _layout(self, shape: tuple[int, int, int]) -> str:
-        """How a ``(D, H, W)`` input runs: "planar" (one slice, through the model's planar twin),
-        "depth-last" (a thin volume with its first axis moved last) or "volume"."""
-        if shape[0] == 1 and self.model.planar is not None:
+        """How a ``(D, H, W)`` input runs: "planar" (slice by slice, through a planar model or, for one
+        slice, the model's planar twin), "depth-last" (a thin volume with its first axis moved last) or
+        "volume"."""
+        if self.model.card.network.spatial_dims == 2 or (shape[0] == 1 and self.model.planar is not None):
             return "planar"
         return "depth-last" if shape[0] <= _THIN_DEPTH else "volume"
 
@@ -190,7 +195,7 @@ class Denoiser:
         if layout == "volume":
             return self.network
         if layout not in self._variants:
-            source = self.model.planar.network if layout == "planar" else depth_last(self.network)
+            source = self._planar_model().network if layout == "planar" else depth_last(self.network)
             self._variants[layout] = _prepared(source, self.device)
         return self._variants[layout]
 
@@ -236,7 +241,7 @@ class Denoiser:
         """
         planar = layout == "planar"
         thin = layout == "depth-last"
-        multiple = (self.model.planar if planar else self.model).card.network.size_multiples
+        multiple = (self._planar_model() if planar else self.model).card.network.size_multiples
         work = np.ascontiguousarray(volume.transpose(1, 2, 0)) if thin else volume
         report = _ProgressAcrossRetries(progress)
         tile = self.tile_size
