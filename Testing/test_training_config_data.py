@@ -12,7 +12,7 @@ from training.config import DataConfig, TrainConfig, config_from_dict, config_to
 from training.data import VolumeSource, find_pairs, find_volumes, split_by_volume, volume_stem
 from training.errors import ConfigError, DataError
 from training.patches import PatchSampler, check_patch_size, fit_patch_shape
-from training.volumes import TrainingVolume, load_volume
+from training.volumes import BLOCK_AVERAGE_MIN_LENGTH, TrainingVolume, block_average, load_volume
 from training_support import make_pairs, make_volumes
 
 
@@ -26,6 +26,7 @@ from training_support import make_pairs, make_volumes
     ({"gan": {"adversarial_loss": "wgan"}}, "gan.adversarial_loss must be one of lsgan, nonsaturating, got 'wgan'"),
     ({"network": {"architecture": "unet"}}, "network: architecture must be one of"),
     ({"optim": {"lr": 0}}, "optim.lr must be in (0, 1], got 0"),
+    ({"data": {"block_average": 0}}, "data.block_average must be 1 integer(s) >= 1, got 0"),
 ])
 def test_config_errors_name_key_rule_and_value(data, needle):
     with pytest.raises(ConfigError) as info:
@@ -147,6 +148,31 @@ def test_non_finite_voxels_are_filled_with_the_median(tmp_path):
     assert np.isfinite(volume.image).all()
     filled = volume.image[0, 0, :3]
     assert np.all(filled == filled[0]) and filled[0] == pytest.approx(np.median(volume.image), abs=1e-6)
+
+
+def test_block_average_means_each_block_and_drops_the_remainder():
+    array = np.arange(5 * 6 * 4, dtype=np.float32).reshape(5, 6, 4)
+    averaged = block_average(array, (2, 3, 1))
+    assert averaged.shape == (2, 2, 4)
+    assert averaged[1, 1, 2] == pytest.approx(array[2:4, 3:6, 2].mean())
+    assert block_average(array, (1, 1, 1)) is array
+
+
+def test_block_averaged_volumes_carry_less_of_their_own_noise_on_a_coarser_grid(tmp_path):
+    rng = np.random.default_rng(0)
+    long = BLOCK_AVERAGE_MIN_LENGTH
+    image = 200.0 + 20.0 * rng.standard_normal((16, long, long + 8)).astype(np.float32)
+    image[:, :8] = 0.0  # a little background so the normaliser sees a range
+    write_volume(Volume(image, oblique_geometry()), tmp_path / "noisy.nrrd")
+    source = VolumeSource("noisy.nrrd", tmp_path / "noisy.nrrd")
+    plain = load_volume(source, DataConfig(modality="mr"))
+    averaged = load_volume(source, DataConfig(modality="mr", block_average=2))
+    # the short axis (16 slices) keeps its slices; the long ones halve
+    assert averaged.shape == (16, long // 2, (long + 8) // 2)
+    assert averaged.spacing == pytest.approx((plain.spacing[0], 2 * plain.spacing[1], 2 * plain.spacing[2]))
+    flat_plain, flat_averaged = plain.image[:, 8:], averaged.image[:, 4:]
+    # white noise averaged over 2 × 2 voxels: its SD halves
+    assert np.std(flat_averaged) / np.std(flat_plain) == pytest.approx(0.5, rel=0.05)
 
 
 @pytest.mark.parametrize("modality, kind", [("mr", "mr-kspace"), ("ct", "ct-projection"), ("us", "us-speckle")])
