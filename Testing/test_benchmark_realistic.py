@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from conftest import phantom
 
@@ -25,6 +26,11 @@ def methods():
 @pytest.fixture(scope="module")
 def acquisitions():
     return load_script("realistic_acquisitions")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_script("realistic_reference")
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +83,14 @@ def test_all_three_parts_write_their_sections_tables_and_figures(realistic, data
         assert len(cells) == len(columns) - 1
         psnr_in, psnr_model = float(cells[2].split("/")[0]), float(cells[3].split("/")[0])
         assert 0 < psnr_in < 60 and 0 < psnr_model < 60
+    texture_rows = _texture_rows(lines)
+    assert len(texture_rows) == 3  # one table per source
+    for rows in texture_rows:
+        assert len(rows) == len(columns) - 3  # the noisy input and every method that ran
+        (hf_in, flat_in), = rows["noisy input"]
+        assert hf_in > 1.0 and flat_in == 1.0  # noise adds high-frequency power; the input keeps all its error
+        (hf_model, flat_model), = rows["tiny-test (blind)"]
+        assert hf_model > 0 and flat_model >= 0
     for name in ("realistic_brain2-kspace-4coil-0.06.png", "realistic_real_ct_abdomen_thin3sl_dcmqi.png",
                  "realistic_real_us_prostate_trus_phantom_plus.png", "realistic_lcd.png"):
         assert (out.parent / name).stat().st_size > 100
@@ -86,6 +100,74 @@ def test_all_three_parts_write_their_sections_tables_and_figures(realistic, data
     assert len(lcd_rows) == 1  # one per dose
     aucs = [float(cell.split("[")[0]) for row in lcd_rows for cell in row[5:9]]
     assert all(0.0 <= a <= 1.0 for a in aucs)
+
+
+def _texture_rows(lines: list[str]) -> list[dict[str, list[tuple[float, ...] | str]]]:
+    """Each texture table of the report: method -> per setting (high-frequency ratio, flat error left) or "–"."""
+    tables = []
+    for start in (i for i, line in enumerate(lines) if line.startswith("Texture: high-frequency power / clean")):
+        assert lines[start + 4].startswith("| method |") and lines[start + 5].startswith("|---|")
+        rows = {}
+        for line in lines[start + 6:]:
+            if not line.startswith("|"):
+                break
+            cells = line.split("|")[1:-1]
+            rows[cells[0].strip()] = [tuple(float(v) for v in cell.split("/")) if "/" in cell else cell.strip()
+                                      for cell in cells[1:]]
+        tables.append(rows)
+    return tables
+
+
+def test_texture_scores_tell_noise_smoothing_and_invented_texture_apart(reference, acquisitions, methods, data):
+    def blurred(noisy, told):
+        return ndimage.gaussian_filter(noisy, 3.0), ""
+
+    def smoothed(noisy, told):
+        return ndimage.gaussian_filter(noisy, 1.0), ""
+
+    def smoothed_plus_texture(noisy, told):
+        grain = np.random.default_rng(3).normal(0, told.noise_sd, noisy.shape)
+        return ndimage.gaussian_filter(noisy, 1.0) + grain, ""
+
+    def bm4d_stand_in(noisy, told):
+        return noisy.copy(), ""
+
+    tried = [reference.Method(name, run) for name, run in (
+        ("blurred", blurred), ("smoothed", smoothed), ("smoothed + texture", smoothed_plus_texture),
+        (methods.BM4D_WHITE, bm4d_stand_in))]
+    prepared = acquisitions.prepare(acquisitions.SOURCES[1], data, (4, 32, 32))
+    setting = next(s for s in acquisitions.SETTINGS if s.key == "brain2-kspace-4coil-0.06")
+    result = reference.run_setting(setting, prepared, tried, seed=0, psd_realisations=2, bm4d_crop=(4, 16, 16))
+    assert not result.failures
+    texture = {name: scores.texture for name, scores in result.scores.items()}
+    hf_in, flat_in = texture["noisy input"]
+    assert flat_in == pytest.approx(1.0) and hf_in > 1.0
+    assert texture["blurred"][0] < 0.3 * hf_in and texture["blurred"][0] < 0.5  # fine texture gone
+    assert texture["smoothed"][1] < 0.8  # less error left where the clean image is flat
+    assert texture["smoothed + texture"][0] > texture["smoothed"][0]
+    assert texture["smoothed + texture"][1] > texture["smoothed"][1] + 0.3  # grain added where there is none
+    assert texture[methods.BM4D_WHITE] is None  # BM4D ran on its crop only: no whole-crop texture
+
+    names = ["noisy input", *(method.name for method in tried)]
+    lines = reference.source_report([result], names, None)
+    rows, = _texture_rows(lines)
+    assert list(rows) == names
+    assert rows["noisy input"] == [pytest.approx(texture["noisy input"], abs=0.006)]
+    assert rows["smoothed + texture"] == [pytest.approx(texture["smoothed + texture"], abs=0.006)]
+    assert rows[methods.BM4D_WHITE] == ["–"]
+
+
+def test_flat_voxels_are_the_clean_images_flattest_quarter_of_the_foreground(reference):
+    clean = np.zeros((2, 16, 16))
+    clean[:, :, 8:] = np.linspace(0, 1, 8)  # flat on the left, a ramp on the right
+    foreground = np.zeros(clean.shape, bool)
+    foreground[:, 2:14, 2:14] = True
+    flat = reference.flat_voxels(clean, foreground)
+    assert not flat[~foreground].any()
+    assert flat[:, :, :6].sum() >= 0.25 * foreground.sum() and not flat[:, :, 8:].any()
+    # Without a foreground (None or empty) every voxel is a candidate.
+    assert reference.flat_voxels(clean, np.zeros(clean.shape, bool))[:, 0, 0].all()
+    assert reference.flat_voxels(clean, None)[:, 0, 0].all()
 
 
 def test_psd_estimate_holds_the_noise_power(acquisitions, data):

@@ -10,6 +10,7 @@ from skimage.metrics import structural_similarity
 
 from MedicalDenoiseLib.evaluation.metrics import (
     edge_preservation,
+    error_sd_ratio,
     high_frequency_power_ratio,
     psnr,
     residual_statistics,
@@ -182,6 +183,31 @@ def test_high_frequency_power_ratio(phantom, rng):
     assert high_frequency_power_ratio(phantom, ndimage.gaussian_filter(phantom, 1.0)) < 0.5
     assert high_frequency_power_ratio(phantom, phantom + rng.normal(0, 0.1, phantom.shape)) > 1.0
     assert high_frequency_power_ratio(phantom[12], ndimage.gaussian_filter(phantom[12], 1.0)) < 0.5
+
+
+def test_error_sd_ratio_is_one_for_the_input_zero_for_perfect_and_tells_smoothing_from_invented_texture(
+        phantom, rng):
+    noise = rng.normal(0, 0.1, phantom.shape)
+    noisy = phantom + noise
+    assert error_sd_ratio(phantom, noisy, noisy) == pytest.approx(1.0)
+    assert error_sd_ratio(phantom, noisy, phantom + 0.3) == pytest.approx(0.0)  # an offset is no error here
+    assert error_sd_ratio(phantom, noisy, phantom + 0.5 * noise) == pytest.approx(0.5)
+    flat = flat_region_mask(phantom)
+    smoothed = ndimage.gaussian_filter(noisy, 1.5)
+    invented = phantom + ndimage.gaussian_filter(rng.normal(0, 0.3, phantom.shape), 0.7)  # new fine texture
+    assert error_sd_ratio(phantom, noisy, smoothed, flat) < 0.4
+    assert error_sd_ratio(phantom, noisy, invented, flat) > 2 * error_sd_ratio(phantom, noisy, smoothed, flat)
+    # Only the masked voxels count: noise left on one half, none on the other.
+    half = np.zeros(phantom.shape, bool)
+    half[:12] = True
+    assert error_sd_ratio(phantom, noisy, np.where(half, noisy, phantom), half) == pytest.approx(1.0)
+    assert error_sd_ratio(phantom, noisy, np.where(half, noisy, phantom), ~half) == pytest.approx(0.0)
+
+
+def test_error_sd_ratio_without_input_error_is_nan_and_checks_its_mask(phantom):
+    assert math.isnan(error_sd_ratio(phantom, phantom.copy(), phantom + 0.1))
+    with pytest.raises(ValueError, match="mask"):
+        error_sd_ratio(phantom, phantom, phantom, np.zeros(phantom.shape, bool))
 
 
 def step_phantom(shape=(6, 48, 48)) -> np.ndarray:

@@ -3,7 +3,9 @@
 For each setting of ``realistic_acquisitions.SETTINGS`` one noisy acquisition is drawn; every method denoises
 it and is scored against ``realisation.clean`` on the source's crop (PSNR, 3D SSIM, SSIM over the foreground,
 and the correlation of the residual input − output with the clean image's detail: anatomy in what was
-removed) and again on BM4D's small centre crop, where BM4D ran, so all methods meet on the same voxels.
+removed) and again on BM4D's small centre crop, where BM4D ran, so all methods meet on the same voxels. On the
+whole crop the texture is scored too: the output's high-frequency power relative to the clean image's, and the
+error left on the clean image's flat voxels, where a method that invents texture stands out from one that smooths.
 """
 from __future__ import annotations
 
@@ -24,12 +26,16 @@ from quality_volumes import shape_text
 
 ensure_library_importable()
 from MedicalDenoiseLib.evaluation.crops import centre_crop  # noqa: E402
-from MedicalDenoiseLib.evaluation.metrics import (psnr, residual_statistics,  # noqa: E402
-                                                  residual_structure_correlation, ssim3d)
+from MedicalDenoiseLib.evaluation.metrics import (error_sd_ratio, high_frequency_power_ratio,  # noqa: E402
+                                                  psnr, residual_statistics, residual_structure_correlation,
+                                                  ssim3d)
 from MedicalDenoiseLib.evaluation.preview import comparison_grid_png  # noqa: E402
+from MedicalDenoiseLib.evaluation.reference_free import flat_region_mask  # noqa: E402
 
 NOISY = "noisy input"
 FIGURE_EDGE = 128  # figure panels are enlarged (nearest neighbour) to at least this many pixels
+FLAT_FRACTION = 0.25  # share of the clean image's foreground (all voxels without one) taken as flat
+FLAT_SMOOTHING = 1.5  # in-plane Gaussian SD (voxels) before the gradient that decides what is flat
 
 
 @dataclass
@@ -40,6 +46,7 @@ class Scores:
     crop: tuple[float, float, float]  # PSNR, SSIM, residual r on BM4D's crop
     seconds: float | None
     note: str = ""
+    texture: tuple[float, float] | None = None  # high-frequency power / clean, flat error left (whole crop)
 
 
 @dataclass
@@ -63,6 +70,21 @@ def score(clean: np.ndarray, noisy: np.ndarray, output: np.ndarray, data_range: 
             residual_structure_correlation(clean, noisy, output))
 
 
+def flat_voxels(clean: np.ndarray, foreground: np.ndarray | None) -> np.ndarray:
+    """The clean image's flattest voxels: the ``FLAT_FRACTION`` of the foreground (all voxels without one) with
+    the lowest in-plane gradient. Chosen on the clean image so that neither the noise nor any output decides
+    which voxels count, and every method is measured on the same ones."""
+    fg = foreground if foreground is not None and foreground.any() else None
+    return flat_region_mask(clean, fg, fraction=FLAT_FRACTION, smoothing_sigma=FLAT_SMOOTHING)
+
+
+def texture(clean: np.ndarray, noisy: np.ndarray, output: np.ndarray, flat: np.ndarray) -> tuple[float, float]:
+    """High-frequency power of the output relative to the clean image's (1: texture kept, below: smoothed,
+    above: noise left or texture added) and the flat error left, SD(output − clean) / SD(noisy − clean) on
+    ``flat`` (1 for the input, 0 for perfect): where the clean image has no texture, any made up shows here."""
+    return high_frequency_power_ratio(clean, output), error_sd_ratio(clean, noisy, output, flat)
+
+
 def run_setting(setting: Setting, prepared: Prepared, methods: Sequence[Method], seed: int,
                 psd_realisations: int, bm4d_crop: tuple[int, ...] | None) -> SettingResult:
     """Draws the acquisition, runs every method, scores them; a failing method is noted, the rest go on."""
@@ -80,13 +102,14 @@ def run_setting(setting: Setting, prepared: Prepared, methods: Sequence[Method],
         told_crop.psd = estimate_psd(setting, prepared, region, psd_realisations, seed)
     result = SettingResult(setting, prepared, realisation.sigma,
                            residual_statistics(noisy, clean)["lag1_autocorrelation"], region)
+    flat = flat_voxels(clean, prepared.foreground)
 
     def crop_scores(out_crop: np.ndarray) -> tuple[float, float, float]:
         p, s, _, r = score(told_crop.clean, crop(noisy), out_crop, prepared.data_range, None)
         return p, s, r
 
     result.scores[NOISY] = Scores(score(clean, noisy, noisy, prepared.data_range, prepared.foreground),
-                                  crop_scores(crop(noisy)), None)
+                                  crop_scores(crop(noisy)), None, texture=texture(clean, noisy, noisy, flat))
     result.panels.append((NOISY, crop(noisy), crop(noisy)))
     for method in methods:
         print(f"  {setting.key}: {method.name} …", file=sys.stderr, flush=True)
@@ -101,7 +124,8 @@ def run_setting(setting: Setting, prepared: Prepared, methods: Sequence[Method],
                 out, note = method.run(noisy, told)
                 seconds = time.perf_counter() - started
                 result.scores[method.name] = Scores(score(clean, noisy, out, prepared.data_range, prepared.foreground),
-                                                    crop_scores(crop(out)), seconds, note)
+                                                    crop_scores(crop(out)), seconds, note,
+                                                    texture=texture(clean, noisy, out, flat))
                 result.panels.append((method.name, crop(out), crop(noisy)))
         except Exception as error:  # noqa: BLE001 - one failing method must not lose the others' results
             result.failures.append(f"{method.name} on {setting.key}: {type(error).__name__}: {error}")
@@ -154,8 +178,30 @@ def headline(results: list[SettingResult], names: list[str]) -> list[str]:
     return lines
 
 
+def texture_table(results: list[SettingResult], names: list[str], header: str, rule: str) -> list[str]:
+    """Whole crop: the output's high-frequency power / the clean image's and the flat error left, per method."""
+    foreground = results[0].prepared.foreground
+    fg = "foreground" if foreground is not None and foreground.any() else "voxels"
+    caption = ("Whole crop. High-frequency power: FFT power above half the Nyquist frequency, output / clean "
+               "image (1: the clean texture kept; below: smoothed; above: noise left or texture added). "
+               "Flat-region error left: SD(output − clean) / SD(noisy − clean) over the clean image's flattest "
+               f"{FLAT_FRACTION:.0%} of the {fg} (lowest in-plane gradient after a {FLAT_SMOOTHING:g}-voxel "
+               "Gaussian; 1: the input, 0: perfect; a method that adds texture scores higher than one that only "
+               "smooths). The clean image's own grain counts as texture to keep: where it is strong next to the "
+               "simulated noise, even a smoother scores above 1. – where a method ran on BM4D's crop only.")
+    lines = ["Texture: high-frequency power / clean, flat-region error left", "", caption, "", header, rule]
+    for name in names:
+        cells = []
+        for r in results:
+            s = r.scores.get(name)
+            cells.append("–" if s is None or s.texture is None else
+                         f"{_number(s.texture[0], 2)} / {_number(s.texture[1], 2)}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def source_report(results: list[SettingResult], names: list[str], figure: tuple[str, str] | None) -> list[str]:
-    """One source: what was scored, the whole-crop and the BM4D-crop tables, parameters, failures, PNG."""
+    """One source: what was scored, the whole-crop, texture and BM4D-crop tables, parameters, failures, PNG."""
     prepared = results[0].prepared
     fg = "none" if prepared.foreground is None else f"{prepared.foreground.mean():.0%} of the voxels"
     lines = [f"#### {prepared.source.description}", "",
@@ -175,6 +221,7 @@ def source_report(results: list[SettingResult], names: list[str], figure: tuple[
             cells.append("–" if s is None or s.whole is None else " / ".join(
                 [_number(s.whole[0]), _number(s.whole[1], 3), _number(s.whole[2], 3), _number(s.whole[3], 3)]))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", *texture_table(results, names, header, rule)]
     lines += ["", f"BM4D's crop ({shape_text(results[0].region)}): PSNR dB / SSIM / residual r / seconds", "",
               header, rule]
     for name in names:

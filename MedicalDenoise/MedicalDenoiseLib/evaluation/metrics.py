@@ -6,9 +6,9 @@ range, e.g. 1.0 for an image scaled to [0, 1]) because guessing it from the data
 between images and between papers.
 
 Full-reference metrics (need the clean image): :func:`psnr`, :func:`ssim3d`, :func:`edge_preservation`,
-:func:`residual_structure_correlation`, :func:`high_frequency_power_ratio`. Without a clean image,
-:func:`residual_statistics` tells whether what was removed looks like noise (white, zero-mean); the
-measures of a real scan before and after denoising are in :mod:`.reference_free`.
+:func:`residual_structure_correlation`, :func:`high_frequency_power_ratio`, :func:`error_sd_ratio`. Without a
+clean image, :func:`residual_statistics` tells whether what was removed looks like noise (white, zero-mean);
+the measures of a real scan before and after denoising are in :mod:`.reference_free`.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ __all__ = [
     "edge_preservation",
     "residual_structure_correlation",
     "high_frequency_power_ratio",
+    "error_sd_ratio",
 ]
 
 # Wang et al. 2004: Gaussian window of sigma 1.5 truncated at 3.5 sigma, i.e. 11 taps.
@@ -273,3 +274,31 @@ def high_frequency_power_ratio(reference: np.ndarray, test: np.ndarray) -> float
     if power_reference == 0.0:
         return float("nan") if power_test == 0.0 else math.inf
     return power_test / power_reference
+
+
+def error_sd_ratio(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray, mask: np.ndarray | None = None
+                   ) -> float:
+    """How much of the input's error the output still has: SD(denoised − clean) / SD(noisy − clean).
+
+    1 for the input itself, 0 for a perfect output. Unlike PSNR it ignores a constant offset and is relative to
+    the noise actually present. On the clean image's flat voxels (e.g. :func:`.reference_free.flat_region_mask`
+    of the clean image) it separates denoisers that smooth (well below 1) from those that replace the noise with
+    texture of their own, which the clean image does not have there (near or above 1).
+
+    Args:
+        clean: clean image, shape (z, y, x) or (y, x).
+        noisy: the noisy input, same shape.
+        denoised: the output, same shape.
+        mask: optional boolean array of the same shape; the voxels both SDs are taken over (default: all).
+
+    Returns:
+        The ratio, >= 0; NaN when the input's error is constant over the voxels (no noise to compare with).
+    """
+    clean, noisy = _as_pair(clean, noisy, ("clean", "noisy"))
+    _, denoised = _as_pair(clean, denoised, ("clean", "denoised"))
+    mask = as_mask(mask, clean.shape)
+    error_in, error_out = noisy - clean, denoised - clean
+    if mask is not None:
+        error_in, error_out = error_in[mask], error_out[mask]
+    sd_in = float(np.std(error_in))
+    return float(np.std(error_out)) / sd_in if sd_in > 0 else float("nan")
