@@ -5,7 +5,8 @@ Three parts, each writing its own section of ``--out`` (``realistic-reference``,
 
 1. **reference** (``realistic_reference.py``): acquisitions simulated from images no shipped model was trained
    on (MR k-space, CT projection-domain noise, ultrasound speckle), scored against the same acquisition without
-   noise: PSNR, SSIM, foreground SSIM and the correlation of the residual with the clean detail; the models
+   noise: PSNR, SSIM, foreground SSIM, the correlation of the residual with the clean detail, and texture
+   (high-frequency power against the clean image's, error left in its flat regions); the models
    blind, BM4D told the noise PSD and told a white σ, anisotropic diffusion oracle-tuned and at Slicer's
    defaults, DIPY non-local means.
 2. **real** (``realistic_real.py``): every real file of ``--data`` without a reference: noise left, edges

@@ -162,7 +162,11 @@ def write_figure(png: Path, result: SettingResult) -> str:
 def _number(value: float | None, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{value:.{digits}f}".replace("0.", ".", 1) if digits == 3 else f"{value:.{digits}f}"
+    text = f"{value:.{digits}f}"
+    # three digits are SSIM and correlations, written as .938 (a leading "0." only, never the "0." of 10.5)
+    if digits == 3 and text.lstrip("-").startswith("0."):
+        return text.replace("0.", ".", 1)
+    return text
 
 
 def headline(results: list[SettingResult], names: list[str]) -> list[str]:
