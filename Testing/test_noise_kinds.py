@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from MedicalDenoiseLib.noise import NOISE_KINDS, GaussianNoise, NoiseContext, kinds_for_modality, noise_kind, realise
-from MedicalDenoiseLib.noise.parameter_ranges import Choice, LogUniform, PerAxis, Sometimes, Uniform, draw_parameters
+from MedicalDenoiseLib.noise.parameter_ranges import (Choice, LogUniform, PerAxis, Sometimes, Uniform, draw_parameters,
+                                                      range_from_spec)
 from MedicalDenoiseLib.noise.random_model import RandomNoiseModel
 
 
@@ -99,3 +100,15 @@ def test_distributions_have_their_defining_shape():
 def test_bad_ranges_name_the_rule(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_ranges_read_from_their_plain_spelling():
+    assert range_from_spec(0.5) == 0.5 and range_from_spec("3d") == "3d"
+    assert range_from_spec([0.3, 1]) == Uniform(0.3, 1.0)
+    assert range_from_spec({"log_uniform": [0.001, 0.1]}) == LogUniform(0.001, 0.1)
+    assert range_from_spec({"choice": [1, 4, 8]}) == Choice((1, 4, 8))
+    assert range_from_spec([[0.6, 1], [0.3, 1], {"choice": [1.0]}]) == PerAxis(
+        (Uniform(0.6, 1.0), Uniform(0.3, 1.0), Choice((1.0,))))
+    for bad in ([1, 2, 3], {"gamma": [1, 2]}, [], {"log_uniform": [0, 1]}, None):
+        with pytest.raises(ValueError):
+            range_from_spec(bad)

@@ -8,6 +8,7 @@ from MedicalDenoiseLib.io.writing import write_volume
 from MedicalDenoiseLib.io.volume import Volume
 from conftest import oblique_geometry, phantom
 from training.batches import BatchMaker
+from training.noise_source import PatchNoise
 from training.config import DataConfig, TrainConfig, config_from_dict, config_to_dict, load_config
 from training.data import VolumeSource, find_pairs, find_volumes, split_by_volume, volume_stem
 from training.errors import ConfigError, DataError
@@ -27,6 +28,9 @@ from training_support import make_pairs, make_volumes
     ({"network": {"architecture": "unet"}}, "network: architecture must be one of"),
     ({"optim": {"lr": 0}}, "optim.lr must be in (0, 1], got 0"),
     ({"data": {"block_average": 0}}, "data.block_average must be 1 integer(s) >= 1, got 0"),
+    ({"noise": {"ranges": {"mr-fft": {}}}}, "noise.ranges kind must be one of gaussian"),
+    ({"noise": {"ranges": {"mr-kspace": {"matrix": [1, 2]}}}}, "noise.ranges['mr-kspace']: ranges of mr-kspace name unknown parameters ['matrix']"),
+    ({"noise": {"ranges": {"mr-kspace": {"coils": {"gamma": 1}}}}}, "noise.ranges['mr-kspace']: a range is a value"),
 ])
 def test_config_errors_name_key_rule_and_value(data, needle):
     with pytest.raises(ConfigError) as info:
@@ -148,6 +152,20 @@ def test_non_finite_voxels_are_filled_with_the_median(tmp_path):
     assert np.isfinite(volume.image).all()
     filled = volume.image[0, 0, :3]
     assert np.all(filled == filled[0]) and filled[0] == pytest.approx(np.median(volume.image), abs=1e-6)
+
+
+def test_configured_ranges_replace_the_kinds_own_in_training_patches():
+    config = config_from_dict({"noise": {"kinds": {"mr": ["mr-kspace"]},
+                                         "ranges": {"mr-kspace": {"acquired": [[1, 1], [0.3, 0.31], [0.3, 0.31]],
+                                                                  "coils": 1}}}})
+    noise = PatchNoise(config.noise.kinds, config.noise.sigma_range,
+                       {kind: config.noise.kind_ranges(kind) for kind in config.noise.ranges})
+    rng = np.random.default_rng(0)
+    params = [noise.draw("mr", rng).draw(rng) for _ in range(20)]
+    assert all(0.3 <= p.acquired[1] <= 0.31 and p.acquired[0] == 1 and p.coils == 1 for p in params)
+    # sigma_range still sets the level
+    low, high = config.noise.sigma_range
+    assert all(low <= p.sigma <= high for p in params)
 
 
 def test_block_average_means_each_block_and_drops_the_remainder():

@@ -84,7 +84,8 @@ class BatchMaker:
         self.augment = Augmenter(config.augment, artefacts=source != "self-supervised")
         self.min_sigma = config.noise.sigma_range[0]
         self.weight_floor = config.noise.weight_floor
-        self.noise = PatchNoise(config.noise.kinds, config.noise.sigma_range)
+        self.noise = PatchNoise(config.noise.kinds, config.noise.sigma_range,
+                                {kind: config.noise.kind_ranges(kind) for kind in config.noise.ranges})
         self.noisier2noise = config.noise.noisier2noise and source == "synthetic"
 
     def __call__(self, rng: np.random.Generator) -> Batch:

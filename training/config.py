@@ -13,6 +13,7 @@ from typing import Any
 
 from MedicalDenoiseLib.models.networks import NetworkConfig
 from MedicalDenoiseLib.noise.kinds import NOISE_KINDS
+from MedicalDenoiseLib.noise.parameter_ranges import range_from_spec
 from MedicalDenoiseLib.inference.normalization import MODALITIES
 
 from .config_checks import check_choice, check_ints, check_number, check_span, set_field
@@ -128,12 +129,18 @@ class NoiseConfig:
             ``g`` is trained through ``(α² g + z) / (1 + α²)`` with ``α = σ_m / σ_n``, which makes ``g``
             estimate the clean ``x`` when ``m`` and ``n`` are noise of one kind. ``σ_n`` is the volume's own
             blind noise estimate; phantom targets are exactly clean and train plainly.
+        ranges: kind → parameter → range, replacing the library's training ranges of that kind
+            (``NOISE_KINDS[kind].ranges``; ``sigma_range`` still sets every ``sigma``), e.g.
+            ``{"mr-kspace": {"acquired": [[0.6, 1], [0.3, 1], [0.3, 1]]}}``. Spelled as
+            :func:`~MedicalDenoiseLib.noise.parameter_ranges.range_from_spec` reads them. Training patches
+            only: validation keeps the library's ranges, so runs stay comparable.
     """
 
     sigma_range: tuple[float, float] = (0.005, 0.15)
     kinds: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(_DEFAULT_KINDS))
     weight_floor: float = 0.02
     noisier2noise: bool = False
+    ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.noisier2noise, bool):
@@ -152,6 +159,23 @@ class NoiseConfig:
                 check_choice(f"noise.kinds[{modality!r}]", name, tuple(NOISE_KINDS))
             kinds[modality] = names
         set_field(self, "kinds", kinds)
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        if not isinstance(self.ranges, dict):
+            raise ConfigError(f"noise.ranges must map noise kinds to parameter ranges, got {self.ranges!r}")
+        for kind, parameters in self.ranges.items():
+            check_choice("noise.ranges kind", kind, tuple(NOISE_KINDS))
+            if not isinstance(parameters, dict):
+                raise ConfigError(f"noise.ranges[{kind!r}] must map parameters to ranges, got {parameters!r}")
+            try:
+                NOISE_KINDS[kind].random(**self.kind_ranges(kind))
+            except ValueError as error:
+                raise ConfigError(f"noise.ranges[{kind!r}]: {error}") from None
+
+    def kind_ranges(self, kind: str) -> dict[str, Any]:
+        """The ranges of ``kind`` this config replaces, as range objects."""
+        return {name: range_from_spec(spec) for name, spec in self.ranges.get(kind, {}).items()}
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,13 @@ class PatchNoise:
     Args:
         kinds: modality → the kind names to choose from, uniformly (``MedicalDenoiseLib.noise.NOISE_KINDS``).
         sigma_range: ``(low, high)`` in normalised units for the kinds whose level is one ``sigma`` (white,
-            Rician, FBP-shaped CT); the physics kinds keep their own ranges (dose, k-space fraction, PSF).
+            Rician, FBP-shaped CT, MR k-space); the physics kinds keep their own ranges for the rest (dose,
+            k-space fraction, PSF).
+        ranges: kind → parameter → range object replacing the library's (after ``sigma_range``).
     """
 
-    def __init__(self, kinds: dict[str, tuple[str, ...]], sigma_range: tuple[float, float]) -> None:
+    def __init__(self, kinds: dict[str, tuple[str, ...]], sigma_range: tuple[float, float],
+                 ranges: dict[str, dict[str, Any]] | None = None) -> None:
         level = LogUniform(*sigma_range)
         self._models: dict[str, list[RandomNoiseModel]] = {}
         for modality, names in kinds.items():
@@ -44,7 +47,7 @@ class PatchNoise:
             for name in names:
                 kind = noise_kind(name)
                 overrides = {"sigma": level} if name != "speckle" and "sigma" in kind.ranges else {}
-                models.append(kind.random(**overrides))
+                models.append(kind.random(**{**overrides, **(ranges or {}).get(name, {})}))
             self._models[modality] = models
         self._sinograms: dict[int, SliceSinograms] = {}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from MedicalDenoiseLib.inference.noise_estimation import estimate_noise_sigma
+from MedicalDenoiseLib.inference.noise_estimation import estimate_fine_scale_sigma
 from MedicalDenoiseLib.io.reading import read_volume
 from MedicalDenoiseLib.io.volume import Geometry, Volume
 from MedicalDenoiseLib.io.writing import write_volume
@@ -30,7 +30,7 @@ from MedicalDenoiseLib.io.writing import write_volume
 from .data import find_volumes
 from .volumes import BLOCK_AVERAGE_MIN_LENGTH, block_average
 
-__all__ = ["averaged_geometry", "pseudo_clean", "main"]
+__all__ = ["averaged_geometry", "told_sigma", "pseudo_clean", "main"]
 
 
 def averaged_geometry(geometry: Geometry, factors_zyx: tuple[int, ...]) -> Geometry:
@@ -53,15 +53,26 @@ def _bm4d(array: np.ndarray, sigma: float) -> np.ndarray:
     return np.asarray(bm4d.bm4d(array.astype(np.float32), float(sigma))).reshape(array.shape).astype(np.float32)
 
 
+def told_sigma(array: np.ndarray, factors: tuple[int, ...]) -> float:
+    """The noise SD BM4D is told for ``array`` averaged over blocks of ``factors``: the finest-scale estimate
+    of the full-resolution volume, divided by the square root of the voxels per block.
+
+    Deliberately low. Measured on the anatomy-rich training volumes, the full-SD estimate reads texture as
+    noise (prostate T2: 4.5 % of the range at full resolution, 9 % once averaged, where the flattest tissue
+    varies by well under 2 %), and BM4D told that much smooths the anatomy away; a target that keeps some
+    noise costs less than one that lost its anatomy."""
+    return estimate_fine_scale_sigma(array) / float(np.sqrt(np.prod(factors)))
+
+
 def pseudo_clean(volume: Volume, block: int = 2) -> tuple[Volume, float]:
     """The volume block-averaged along every axis of at least 64 voxels, then BM4D-denoised; and the noise SD
-    BM4D was told (the averaged volume's blind estimate, in its units)."""
+    BM4D was told (:func:`told_sigma`, in the volume's units)."""
     array = volume.array.astype(np.float32)
     if array.ndim == 2:
         array = array[None]
     factors = tuple(block if n >= BLOCK_AVERAGE_MIN_LENGTH else 1 for n in array.shape)
     averaged = block_average(array, factors)
-    sigma = estimate_noise_sigma(averaged)
+    sigma = told_sigma(array, factors)
     cleaned = _bm4d(averaged, sigma) if sigma > 0 else averaged
     geometry = averaged_geometry(volume.geometry, factors[-len(volume.geometry.spacing):])
     cleaned = cleaned.reshape(cleaned.shape[-len(volume.geometry.spacing):])

@@ -11,7 +11,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["ParameterRange", "Uniform", "LogUniform", "Choice", "PerAxis", "Sometimes", "draw_parameters"]
+__all__ = ["ParameterRange", "Uniform", "LogUniform", "Choice", "PerAxis", "Sometimes", "draw_parameters",
+           "range_from_spec"]
 
 
 class ParameterRange:
@@ -122,3 +123,36 @@ def draw_parameters(ranges: Mapping[str, Any], rng: np.random.Generator) -> dict
     Values that are not a :class:`ParameterRange` are fixed and passed through unchanged.
     """
     return {name: spec.draw(rng) if isinstance(spec, ParameterRange) else spec for name, spec in ranges.items()}
+
+
+def _is_pair(spec: Any) -> bool:
+    return isinstance(spec, (list, tuple)) and len(spec) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec)
+
+
+def range_from_spec(spec: Any) -> Any:
+    """A range from its plain (YAML) spelling, for training configs that widen or narrow a kind's ranges.
+
+    - a number, string or boolean: that value, fixed;
+    - ``[low, high]``: uniform;
+    - ``{"log_uniform": [low, high]}``: log-uniform;
+    - ``{"choice": [a, b, ...]}``: one of the options;
+    - a list of per-axis specs, e.g. ``[[0.6, 1], [0.3, 1], [0.3, 1]]``: drawn axis by axis.
+
+    Raises:
+        ValueError: for any other spelling, naming the valid ones.
+    """
+    if isinstance(spec, (int, float, str, bool)):
+        return spec
+    if _is_pair(spec):
+        return Uniform(float(spec[0]), float(spec[1]))
+    if isinstance(spec, dict) and len(spec) == 1:
+        (kind, value), = spec.items()
+        if kind == "log_uniform" and _is_pair(value):
+            return LogUniform(float(value[0]), float(value[1]))
+        if kind == "choice" and isinstance(value, (list, tuple)):
+            return Choice(tuple(value))
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(s, (list, tuple, dict)) for s in spec):
+        return PerAxis(tuple(range_from_spec(s) for s in spec))
+    raise ValueError("a range is a value, [low, high], {log_uniform: [low, high]}, {choice: [...]} or a list of "
+                     f"per-axis ranges, got {spec!r}")
