@@ -18,7 +18,8 @@ from training_support import make_volumes, run_train
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "training" / "configs"
 GENERAL = ("autoencoder", "gan")
-RECIPES = ("autoencoder-v1", "autoencoder-v2", "gan-v1", "autoencoder-v3", "autoencoder-v2-planar", "autoencoder-v3-planar")
+RECIPES = ("autoencoder-v1", "autoencoder-v2", "gan-v1", "autoencoder-v3", "autoencoder-v2-planar", "autoencoder-v3-planar",
+           "gan-v2", "autoencoder-v5")
 # Names a researcher's folder might hold: spaces, capitals, several dots, any of the formats.
 ARBITRARY_NAMES = ("Scan 01.nii.gz", "patient-B_T2w.v2.nrrd", "knee.mha")
 
@@ -43,7 +44,7 @@ def test_general_configs_name_no_volumes_and_start_from_the_default_model():
         assert config.name not in {m["name"] for m in registry["models"]}  # exporting never shadows a shipped model
 
 
-@pytest.mark.parametrize("name", ["autoencoder-v2", "gan-v1", "autoencoder-v2-planar", "autoencoder-v3-planar"])
+@pytest.mark.parametrize("name", ["autoencoder-v2", "gan-v1", "autoencoder-v2-planar", "autoencoder-v3-planar", "gan-v2"])
 def test_recipes_are_the_configs_saved_in_the_shipped_models(name):
     recipe = _recipe(name)
     card = load_model(REPO / "MedicalDenoise" / "Resources" / "Models" / f"{name}.safetensors").card
