@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "training" / "configs"
 GENERAL = ("autoencoder", "gan")
 RECIPES = ("autoencoder-v1", "autoencoder-v2", "gan-v1", "autoencoder-v3", "autoencoder-v2-planar", "autoencoder-v3-planar",
-           "gan-v2", "autoencoder-v5")
+           "gan-v2", "autoencoder-v5", "autoencoder-v6")
 # Names a researcher's folder might hold: spaces, capitals, several dots, any of the formats.
 ARBITRARY_NAMES = ("Scan 01.nii.gz", "patient-B_T2w.v2.nrrd", "knee.mha")
 
