@@ -49,3 +49,13 @@ def test_volumes_are_averaged_then_denoised_with_their_estimated_noise(tmp_path,
     # white noise of SD 10 averaged over 2 × 2 voxels: BM4D is told about 5
     assert told == [pytest.approx(5.0, rel=0.15)]
     assert read_volume(data / "mr_noisy.nrrd").array == pytest.approx(image)  # the input is untouched
+
+
+def test_a_folder_without_matching_volumes_is_one_line_and_writes_nothing(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_volume(Volume(np.zeros((4, 8, 8), np.float32), oblique_geometry()), data / "ct_only.nrrd")
+    assert module.main([str(data), str(tmp_path / "out"), "--include", "mr_*"]) == 1
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("pseudo_clean: error:") and "\n" not in message and "mr_*" in message
+    assert not (tmp_path / "out").exists()

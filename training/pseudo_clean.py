@@ -1,11 +1,11 @@
-"""Cleaner targets from real volumes: each one block-averaged, then denoised by BM4D told its estimated noise.
+"""Cleaner targets from real volumes: each one block-averaged, then denoised by BM4D told a low noise SD.
 
 Real volumes carry noise of their own (0.5–3 % of the range, often correlated). Used as targets for synthetic
 noise they teach a network that noise of that level is anatomy to keep, and that is the level real scans show,
 so the network leaves their grain. Averaging 2-voxel blocks halves the volume's own noise; BM4D (Mäkinen et
-al.), the strongest classical filter on these volumes, removes most of the rest. What BM4D smooths away with it
-is the price: the method-noise figures of the benchmark show whether a model trained on these targets takes
-anatomy.
+al.) is then told a deliberately low SD (:func:`told_sigma`), so it takes some of the rest without the anatomy.
+On the project's volumes it removed little more (docs/models.md, autoencoder-v5): treat this as a starting
+point for cleaner targets, not a finished recipe.
 
     python -m training.pseudo_clean DATA_DIR OUT_DIR --include ct_chest_*.nii.gz mr_head_t1_seg3d.nii.gz
 
@@ -15,13 +15,14 @@ writes each volume under its own name into ``OUT_DIR``; train on ``OUT_DIR`` as 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from MedicalDenoiseLib.errors import MedicalDenoiseError
+from MedicalDenoiseLib.evaluation.baselines import bm4d_denoise
 from MedicalDenoiseLib.inference.noise_estimation import estimate_fine_scale_sigma
 from MedicalDenoiseLib.io.reading import read_volume
 from MedicalDenoiseLib.io.volume import Geometry, Volume
@@ -44,13 +45,10 @@ def averaged_geometry(geometry: Geometry, factors_zyx: tuple[int, ...]) -> Geome
 
 
 def _bm4d(array: np.ndarray, sigma: float) -> np.ndarray:
-    if not hasattr(np, "trapz"):  # bm4d 4.2.5 calls np.trapz, which numpy 2 removed
-        np.trapz = np.trapezoid  # type: ignore[attr-defined]
     try:
-        bm4d = importlib.import_module("bm4d")
+        return bm4d_denoise(array, sigma)
     except ImportError as error:
         raise SystemExit("training.pseudo_clean needs the bm4d package: pip install bm4d") from error
-    return np.asarray(bm4d.bm4d(array.astype(np.float32), float(sigma))).reshape(array.shape).astype(np.float32)
 
 
 def told_sigma(array: np.ndarray, factors: tuple[int, ...]) -> float:
@@ -86,11 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include", nargs="+", default=(), help="names or globs of the volumes to clean (default all)")
     parser.add_argument("--block", type=int, default=2, help="block edge in voxels for the averaging (1: none)")
     args = parser.parse_args(argv)
-    sources = find_volumes(args.data, include=tuple(args.include))
+    try:
+        sources = find_volumes(args.data, include=tuple(args.include))
+    except MedicalDenoiseError as error:  # a missing folder, no volume matching --include
+        print(f"pseudo_clean: error: {error}", file=sys.stderr)
+        return 1
     args.out.mkdir(parents=True, exist_ok=True)
     for source in sources:
         started = time.perf_counter()
-        volume = read_volume(source.path)
+        try:
+            volume = read_volume(source.path)
+        except MedicalDenoiseError as error:  # an unreadable file: one line, the volumes done so far kept
+            print(f"pseudo_clean: error: {error}", file=sys.stderr)
+            return 1
         cleaned, sigma = pseudo_clean(volume, args.block)
         target = args.out / source.name
         target.parent.mkdir(parents=True, exist_ok=True)
