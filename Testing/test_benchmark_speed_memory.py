@@ -33,7 +33,9 @@ def test_table_measures_volumes_2d_images_and_the_command_line(speed_memory, tmp
     assert set(rows) == {"24×24×24 float32", "40×36 (2D) float32"}
     for cells in rows.values():
         _, load_s, denoise_s, per_mvoxel, cli_s = (float(c) for c in cells[:5])
-        assert denoise_s > 0 and per_mvoxel > 0 and load_s > 0
+        # Seconds are printed with two decimals, so on a fast machine the tiny model's load (under 5 ms) and
+        # even its denoise can print 0.00; the per-Mvoxel column has three decimals of a larger number.
+        assert per_mvoxel > 0 and denoise_s >= 0 and load_s >= 0
         assert cli_s > denoise_s  # the command also starts Python, loads the model and writes the file
     assert rows["40×36 (2D) float32"][0] == f"{40 * 36 / 1e6:.2f}"
     assert "tiny-test" in text and "Command:" in text
