@@ -31,6 +31,8 @@ _LOAD_MODEL_FILE = "__load_model_file__"
 _DEVICES = ["auto", "cuda", "cpu"]  # the device combo's items, in this order
 _STRENGTHS = {"auto": "Auto (estimated noise)", "mild": "Mild", "standard": "Standard", "strong": "Strong",
               "value": "Noise SD:"}
+_GRAINS = {"auto": "Auto (measured)", "1": "Whole image", "2": "2×2 sub-grids", "3": "3×3 sub-grids",
+           "4": "4×4 sub-grids"}
 
 
 class MedicalDenoise(ScriptedLoadableModule):
@@ -92,6 +94,7 @@ class MedicalDenoiseParameterNode:
     device: Annotated[str, Choice(_DEVICES)] = "auto"
     strengthMode: Annotated[str, Choice(list(_STRENGTHS))] = "auto"
     strengthValue: Annotated[float, Minimum(0.0)] = 0.0
+    grain: Annotated[str, Choice(list(_GRAINS))] = "auto"
     createResidual: bool = False
 
 
@@ -241,6 +244,8 @@ class MedicalDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Readable labels for the bound combo boxes (connectGui fills them with the Choice values, in order)."""
         for index, choice in enumerate(list(_STRENGTHS)[:self.ui.strengthSelector.count]):
             self.ui.strengthSelector.setItemText(index, _STRENGTHS[choice])
+        for index, choice in enumerate(list(_GRAINS)[:self.ui.grainSelector.count]):
+            self.ui.grainSelector.setItemText(index, _GRAINS[choice])
         descriptions = self._deviceDescriptions
         if not descriptions:
             return
@@ -287,7 +292,7 @@ class MedicalDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # The command line in PythonSlicer; a clear error for a missing PythonSlicer or output == input.
             self._job = self.logic.startBackground(p.inputVolume, model=p.model or None, device=p.device,
                                                    strength=strength, outputVolume=p.outputVolume,
-                                                   createResidual=p.createResidual)
+                                                   createResidual=p.createResidual, grain=p.grain)
         if self._job is None:
             return
         self.ui.progressBar.value = 0
@@ -310,7 +315,9 @@ class MedicalDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 outputVolume = self.logic.loadBackgroundResult(job)
                 self.ui.progressBar.value = 100
                 where = job.deviceUsed or "the chosen device"
-                self.ui.statusLabel.text = f"Done in {job.elapsedSeconds:.1f} s on {where}: {outputVolume.GetName()!r}."
+                grain = f" ({job.grainUsed})" if job.grainUsed else ""
+                self.ui.statusLabel.text = (f"Done in {job.elapsedSeconds:.1f} s on {where}: {outputVolume.GetName()!r}."
+                                            f"{grain}")
             elif state == "failed":
                 raise RuntimeError(job.error)
             else:

@@ -196,7 +196,7 @@ def test_2d_image_runs_as_one_flat_tile_and_matches_the_slice_first_order(tiny_m
     monkeypatch.setattr(denoiser_module, "sliding_window_inference", counting)
     denoiser = Denoiser(load_model(tiny_model_file), device="cpu", tile_size=64)  # a 64³ tile: 262,144 voxels
     fast = denoiser.denoise(image, strength=20.0).volume.array
-    assert calls == [(150, 170, 1), (1, 1, 150, 170, 2)]  # slice axis last, one flat tile of 51,000 voxels
+    assert calls == [(1, 150, 170, 1), (1, 1, 150, 170, 2)]  # a batch of one image, slice axis last, one flat tile
     calls.clear()
     monkeypatch.setattr(denoiser_module, "_THIN_DEPTH", 0)  # the slice-first order...
     denoiser.denoise(image, strength=20.0)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..inference.denoiser import Denoiser
+from ..inference.grain import parse_grain
 from ..inference.strength import STRENGTHS, parse_strength
 from ..inference.devices import DEVICE_CHOICES
 from ..errors import InputError, MedicalDenoiseError, OutputError
@@ -28,6 +29,13 @@ def _strength(value: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _grain(value: str):
+    try:
+        return parse_grain(value) or "auto"
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="registry name (see `medical-denoise models`) or a .safetensors file; default: the "
                         "shipped default for the image's modality")
@@ -45,6 +53,9 @@ def add_parser(sub) -> None:
     add_model_options(p)
     p.add_argument("--strength", type=_strength, default="auto",
                    help=f"auto (estimated noise), {', '.join(STRENGTHS)}, or the noise SD in image units (e.g. 25 for 25 HU)")
+    p.add_argument("--grain", type=_grain, default="auto",
+                   help="auto (measure the noise grain and denoise on the sub-grids where it is white), one stride "
+                        "for both in-plane axes (1: the whole image, 2: 2x2 sub-grids), or z,y,x strides (1,2,2)")
     p.add_argument("--modality", default="auto", choices=("auto", *MODALITIES), help="intensity normalisation (default: from the file or the intensities)")
     p.add_argument("--preview", type=Path, help="also write a PNG of the middle slice: input | denoised | residual")
     p.add_argument("--progress", default="auto", choices=PROGRESS_MODES, help="bar on a terminal, slicer for 3D Slicer, none")
@@ -112,7 +123,8 @@ def _denoise_one(models: _Models, source: Path, target: Path, args, label: str) 
     denoiser, chosen = models.for_volume(volume)
     progress = make_progress(args.progress, label)
     try:
-        result = denoiser.denoise(volume, strength=args.strength, modality=args.modality, progress=progress)
+        result = denoiser.denoise(volume, strength=args.strength, modality=args.modality, progress=progress,
+                                   grain=args.grain)
     finally:
         progress.close()
     write_volume(result.volume, target, reference=volume, overwrite=args.overwrite)
@@ -122,7 +134,7 @@ def _denoise_one(models: _Models, source: Path, target: Path, args, label: str) 
         chosen += f", this 2D image through its planar twin {result.network}"
     print(f"{source} -> {target}: {result.modality}, model {chosen}, noise SD "
           f"{result.estimated_sigma:.4g} estimated, {result.used_sigma:.4g} used, {result.seconds:.1f} s on "
-          f"{result.device}", flush=True)
+          f"{result.device}; {result.grain.describe()}", flush=True)
     if args.preview is not None:
         preview = args.preview if len(args.jobs) == 1 else args.preview.with_name(f"{target.stem}_{args.preview.name}")
         comparison_png(preview, [("input", volume.array), ("denoised", result.volume.array),

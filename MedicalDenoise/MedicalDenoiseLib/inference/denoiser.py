@@ -19,10 +19,12 @@ from ..models.model_files import LoadedModel
 from ..models.networks.axis_order import depth_last
 from ..models.registry import open_model
 from .devices import resolve_device
+from .grain import Grain, measure_grain, parse_grain
 from .noise_estimation import estimate_noise
 from .normalization import MODALITIES, IntensityNormalizer, ct_padding_value, guess_modality
 from .robust import fill_non_finite
 from .strength import network_settings, parse_strength
+from .sublattice import agree, merge, split
 from .tiling import sliding_window_inference
 
 __all__ = ["DenoiseResult", "Denoiser"]
@@ -47,6 +49,7 @@ class DenoiseResult:
         seconds: wall time.
         messages: things the user should know (non-finite voxels, fallbacks, constant input).
         network: the name of the network that ran: the model's, or its planar twin's for a 2D image.
+        grain: the noise grain measured and the sub-lattice strides the network ran on.
     """
 
     volume: Volume
@@ -57,6 +60,7 @@ class DenoiseResult:
     seconds: float
     messages: list[str] = field(default_factory=list)
     network: str = ""
+    grain: Grain = field(default_factory=lambda: Grain((1, 1, 1)))
 
 
 class Denoiser:
@@ -99,6 +103,7 @@ class Denoiser:
         modality: str = "auto",
         progress: Callable[[float], None] | None = None,
         cancel: Callable[[], bool] | None = None,
+        grain: str | tuple[int, int, int] = "auto",
     ) -> DenoiseResult:
         """Denoises ``volume``; the input is never modified.
 
@@ -109,6 +114,8 @@ class Denoiser:
             modality: "auto" (from the file's tag or the intensities), "ct", "mr" or "us".
             progress: called with the fraction done.
             cancel: polled between tiles; returning True raises :class:`Cancelled`.
+            grain: "auto" (measure the noise grain and denoise on the sub-lattices where it is white), or
+                the ``(z, y, x)`` sub-lattice strides (``(1, 1, 1)``: the whole image, as for white noise).
 
         Raises:
             InputError: for an image that is not 2D or 3D scalar.
@@ -117,6 +124,7 @@ class Denoiser:
         """
         started = time.perf_counter()
         strength = parse_strength(strength)
+        strides = parse_grain(grain)
         if modality != "auto" and modality not in MODALITIES:
             raise ValueError(f"modality must be one of auto, {', '.join(MODALITIES)}, got {modality!r}")
         array = volume.array
@@ -147,9 +155,13 @@ class Denoiser:
         del work
         estimate = estimate_noise(normalized)
         volume3d = normalized if normalized.ndim == 3 else normalized[None]
-        layout = self._layout(volume3d.shape)
+        found = measure_grain(estimate, normalized.shape) if strides is None else Grain(strides, chosen_by="user")
+        batch = volume3d[None] if found.whole else split(volume3d, found.strides)
+        layout = self._layout(batch.shape[1:])
         card = self._planar_model().card if layout == "planar" else self.model.card
-        settings = network_settings(strength, estimate.sigma, estimate.fine_scale_sigma, normalizer.scale,
+        # On sub-lattices the grain is white: its finest scale holds the whole noise, whatever the model's scale.
+        fine = estimate.fine_scale_sigma if found.whole else estimate.sigma
+        settings = network_settings(strength, estimate.sigma, fine, normalizer.scale,
                                     card.network.noise_level_input, card.conditioning)
         low, high = card.noise_range
         if settings.level is not None and high and settings.level > 1.5 * high:
@@ -157,7 +169,9 @@ class Denoiser:
                 f"noise level {settings.used_sd * normalizer.scale:.3g} is above what the model was trained for; "
                 "the result may be smoother than expected"
             )
-        output, device_used = self._run_tiled(volume3d, settings.level, layout, progress, cancel, messages)
+        output, device_used = self._run_tiled(batch, settings.level, layout, progress, cancel, messages)
+        del batch
+        output = output[0] if found.whole else agree(merge(output, found.strides, volume3d.shape), volume3d, found.strides)
         output = output.reshape(array.shape)
         if settings.blend != 1.0:
             # A blind network's strength: remove that fraction of what it would remove.
@@ -176,6 +190,7 @@ class Denoiser:
             seconds=time.perf_counter() - started,
             messages=messages,
             network=card.name,
+            grain=found,
         )
 
     def _planar_model(self) -> LoadedModel | None:
@@ -231,8 +246,10 @@ class Denoiser:
 
         return predict_flipped
 
-    def _run_tiled(self, volume, level, layout, progress, cancel, messages) -> tuple[np.ndarray, str]:
-        """Runs the tiles, halving them on GPU out-of-memory; in the end this Denoiser moves to the CPU.
+    def _run_tiled(self, volumes, level, layout, progress, cancel, messages) -> tuple[np.ndarray, str]:
+        """Runs the tiles of ``volumes`` ``(B, D, H, W)`` (the sub-lattices of one image, or the image alone), the
+        ``B`` tiles at one place as one batch, halving tiles on GPU out-of-memory; in the end this Denoiser moves
+        to the CPU.
 
         A 2D image (one slice) runs through the model's planar twin when it has one, so it costs about what
         a volume of its voxel count does. Any other thin volume runs with its first axis moved last: same
@@ -242,14 +259,14 @@ class Denoiser:
         planar = layout == "planar"
         thin = layout == "depth-last"
         multiple = (self._planar_model() if planar else self.model).card.network.size_multiples
-        work = np.ascontiguousarray(volume.transpose(1, 2, 0)) if thin else volume
+        work = np.ascontiguousarray(volumes.transpose(0, 2, 3, 1)) if thin else volumes
         report = _ProgressAcrossRetries(progress)
-        tile = self.tile_size
+        tile = _batch_tile(self.tile_size, len(volumes))
         while True:
             try:
                 overlap = min(self.overlap, tile // 4)
                 output = sliding_window_inference(
-                    work, self._predictor(level, layout), tile_size=_tile_shape(work.shape, tile, layout, multiple),
+                    work, self._predictor(level, layout), tile_size=_tile_shape(work.shape[1:], tile, layout, multiple),
                     overlap=_overlaps(overlap, layout), size_multiple=multiple,
                     device=self.device, progress=report, cancel=cancel,
                 )
@@ -267,14 +284,20 @@ class Denoiser:
                 messages.append("GPU out of memory even with small tiles: finishing on the CPU (slower)")
                 log.warning(messages[-1])
                 self._move_to(torch.device("cpu"))
-                tile = self.tile_size
+                tile = _batch_tile(self.tile_size, len(volumes))
         if thin:
-            output = np.ascontiguousarray(output.transpose(2, 0, 1))
+            output = np.ascontiguousarray(output.transpose(0, 3, 1, 2))
         return output, str(self.device)
 
 
 def _default_tile(device: torch.device) -> int:
     return 160 if device.type == "cpu" else 192
+
+
+def _batch_tile(tile: int, batch: int) -> int:
+    """The tile edge for ``batch`` tiles run at once: as many voxels in all as one tile of ``tile``, so memory
+    stays what it is for the whole image."""
+    return max(_MIN_TILE, int(tile / batch ** (1 / 3)))
 
 
 def _prepared(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -70,8 +70,10 @@ def sliding_window_inference(
     """Runs ``predictor`` over overlapping tiles of ``volume`` and blends the results.
 
     Args:
-        volume: ``(D, H, W)`` float32 array on the CPU.
-        predictor: maps a ``(1, 1, d, h, w)`` tensor on ``device`` to a tensor of the same shape.
+        volume: ``(D, H, W)`` float32 array on the CPU, or ``(B, D, H, W)``: ``B`` volumes of one shape whose
+            tiles at the same place run as one batch.
+        predictor: maps a ``(B, 1, d, h, w)`` tensor on ``device`` (``B`` = 1 for a 3D volume) to a tensor of
+            the same shape.
         tile_size: the largest tile, one size or one per axis; rounded up to ``size_multiple``.
         overlap: least overlap between tiles in voxels, one value or one per axis; smaller than the tile.
         size_multiple: every tile size is a multiple of this (the network's downsampling factor), one value
@@ -82,14 +84,18 @@ def sliding_window_inference(
         cancel: polled before each tile; returning True raises :class:`Cancelled`.
 
     Returns:
-        ``(D, H, W)`` float32 array.
+        float32 array of ``volume``'s shape.
 
     Raises:
-        ValueError: for a non-3D volume, bad tile size, overlap or blending.
+        ValueError: for a volume neither 3D nor 4D, bad tile size, overlap or blending.
         Cancelled: when ``cancel()`` returned True.
     """
-    if volume.ndim != 3:
-        raise ValueError(f"volume must be 3D (D, H, W), got shape {volume.shape}")
+    if volume.ndim not in (3, 4):
+        raise ValueError(f"volume must be 3D (D, H, W) or a batch (B, D, H, W), got shape {volume.shape}")
+    batched = volume.ndim == 4
+    batch = volume.shape[0] if batched else 1
+    volume = volume if batched else volume[None]
+    spatial = volume.shape[1:]
     if blending not in ("gaussian", "constant"):
         raise ValueError(f"blending must be one of gaussian, constant, got {blending!r}")
     tiles = (tile_size,) * 3 if np.isscalar(tile_size) else tuple(tile_size)
@@ -101,11 +107,11 @@ def sliding_window_inference(
     tiles = tuple(_round_up(int(t), m) for t, m in zip(tiles, multiples))
 
     # Pad to a multiple of the network's factor (and at least one multiple) by mirroring.
-    padded_shape = [max(_round_up(n, m), m) for n, m in zip(volume.shape, multiples)]
+    padded_shape = [max(_round_up(n, m), m) for n, m in zip(spatial, multiples)]
     overlaps = (overlap,) * 3 if np.isscalar(overlap) else tuple(overlap)
     if len(overlaps) != 3 or any(o < 0 or o >= t for o, t in zip(overlaps, tiles)):
         raise ValueError(f"overlap must be in [0, tile) voxels on each axis (tiles {tiles}), got {overlap}")
-    pad = [(0, p - n) for n, p in zip(volume.shape, padded_shape)]
+    pad = [(0, 0)] + [(0, p - n) for n, p in zip(spatial, padded_shape)]
     padded = np.pad(volume, pad, mode="symmetric") if any(after for _, after in pad) else volume
 
     axes = [tile_starts(n, t, o) for n, t, o in zip(padded_shape, tiles, overlaps)]
@@ -121,19 +127,20 @@ def sliding_window_inference(
         for s in st:
             total[s : s + size] += w
         axis_totals.append(total)
-    output = np.zeros(padded_shape, dtype=np.float32)
+    output = np.zeros((batch, *padded_shape), dtype=np.float32)
     positions = list(itertools.product(*starts))
     device = torch.device(device)
     for index, (z, y, x) in enumerate(positions):
         if cancel is not None and cancel():
             raise Cancelled("denoising was cancelled")
-        region = (slice(z, z + sizes[0]), slice(y, y + sizes[1]), slice(x, x + sizes[2]))
-        tile = torch.from_numpy(np.ascontiguousarray(padded[region]))[None, None].to(device)
-        result = predictor(tile)[0, 0].float().cpu().numpy()
+        region = (slice(None), slice(z, z + sizes[0]), slice(y, y + sizes[1]), slice(x, x + sizes[2]))
+        tile = torch.from_numpy(np.ascontiguousarray(padded[region]))[:, None].to(device)
+        result = predictor(tile)[:, 0].float().cpu().numpy()
         output[region] += result * weight
         if progress is not None:
             progress((index + 1) / len(positions))
     plane_total = np.multiply.outer(axis_totals[1], axis_totals[2])
-    for z in range(volume.shape[0]):
-        output[z] /= (axis_totals[0][z] * plane_total).astype(np.float32)
-    return output[: volume.shape[0], : volume.shape[1], : volume.shape[2]]
+    for z in range(spatial[0]):
+        output[:, z] /= (axis_totals[0][z] * plane_total).astype(np.float32)
+    output = output[:, : spatial[0], : spatial[1], : spatial[2]]
+    return output if batched else output[0]

@@ -27,7 +27,7 @@ RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cance
 
 _LOG = logging.getLogger(__name__)
 _PROGRESS = re.compile(r"<filter-progress>([0-9.eE+-]+)</filter-progress>")
-_DONE = re.compile(r" on (\S+)\s*$")
+_DONE = re.compile(r" on ([^\s;]+)(?:; (.*?))?\s*$")  # "... on cpu; grain ≈ 2 voxels in-plane: ..."
 # The command line's own messages ("medical-denoise denoise: error: ..." is argparse's).
 _CLI_MESSAGE = re.compile(r"^medical-denoise(?: \w+)?: (error|note): (.*)$")
 # The line a Python traceback ends with: "ModuleNotFoundError: ...", "torch.OutOfMemoryError: ...".
@@ -57,6 +57,7 @@ class BackgroundJob:
             it wrote to stderr (an exception from a traceback), with its exit status.
         stderr: every line the child wrote to stderr (each is also logged).
         deviceUsed: the device the child reported ("cpu", "cuda", ...).
+        grainUsed: what the child said of the noise grain and the sub-grids it denoised on.
         outputPath: where the child writes its result (read by the caller on success).
         workDir: a temporary folder owned by the job, removed by :meth:`cleanup`.
         request: what the caller started the job for (MedicalDenoiseLogic keeps its nodes' IDs here).
@@ -69,6 +70,7 @@ class BackgroundJob:
         self.progress = 0.0
         self.error = ""
         self.deviceUsed = ""
+        self.grainUsed = ""
         self.messages: list[str] = []
         self.stderr: list[str] = []
         self.request = None
@@ -118,7 +120,8 @@ class BackgroundJob:
             elif message:
                 self.messages.append(message.group(2))
             elif name == "out" and _DONE.search(line):
-                self.deviceUsed = _DONE.search(line).group(1)
+                self.deviceUsed, self.grainUsed = _DONE.search(line).group(1, 2)
+                self.grainUsed = self.grainUsed or ""
 
     def poll(self) -> str:
         """Reads what the child printed and returns the state: running, succeeded, failed or cancelled."""

@@ -128,7 +128,7 @@ class MedicalDenoiseLogic:
     def process(self, inputVolume, outputVolume=None, model: str | None = None, device: str = "auto",
                 strength: str | float = "auto", modality: str = "auto",
                 progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
-                residualVolume=None):
+                residualVolume=None, grain: str = "auto"):
         """Denoises ``inputVolume`` in this process and returns the output node.
 
         Args:
@@ -136,7 +136,7 @@ class MedicalDenoiseLogic:
             outputVolume: a node to fill (not the input), or None for a new node named
                 "<input> denoised (<model>)".
             model: registry name or model file path; None for the default.
-            device, strength, modality: as for the command line.
+            device, strength, modality, grain: as for the command line.
             progress: called with the fraction done; cancel: polled between tiles.
             residualVolume: a node to fill with ``input − output`` (float32), or None.
 
@@ -153,7 +153,9 @@ class MedicalDenoiseLogic:
         volume = volumeFromNode(inputVolume)
         chosen = guess_modality(volume.array, volume.modality if modality == "auto" else modality)
         denoiser = self._denoiser(model, device, chosen)
-        result = denoiser.denoise(volume, strength=strength, modality=modality, progress=progress, cancel=cancel)
+        result = denoiser.denoise(volume, strength=strength, modality=modality, progress=progress, cancel=cancel,
+                                  grain=grain)
+        self.lastGrain = result.grain.describe()
         return self._storeResult(inputVolume, volume, result.volume.array, denoiser.name, outputVolume, residualVolume)
 
     def _denoiser(self, model: str | None, device: str, modality: str | None = None) -> Denoiser:
@@ -181,7 +183,7 @@ class MedicalDenoiseLogic:
     def startBackground(self, inputVolume, model: str | None = None, device: str = "auto",
                         strength: str | float = "auto", modality: str = "auto",
                         pythonExecutable: str | None = None, outputVolume=None,
-                        createResidual: bool = False) -> BackgroundJob:
+                        createResidual: bool = False, grain: str = "auto") -> BackgroundJob:
         """Writes the input to a temporary file and starts the command line on it in a child process.
 
         ``pythonExecutable`` defaults to Slicer's ``PythonSlicer`` inside Slicer (RuntimeError when it
@@ -191,14 +193,17 @@ class MedicalDenoiseLogic:
         """
         from ..inference.strength import parse_strength
 
+        from ..inference.grain import parse_grain
+
         self._checkNodes(inputVolume, outputVolume, None)
         parse_strength(strength)
+        parse_grain(grain)
         python = pythonExecutable or (findPythonSlicer() if hasattr(slicer, "app") else sys.executable)
         work = Path(tempfile.mkdtemp(prefix="MedicalDenoise-"))
         source, target = work / f"input{HANDOFF_SUFFIX}", work / f"output{HANDOFF_SUFFIX}"
         command = [python, "-m", "MedicalDenoiseLib.cli.main", "denoise",
                    str(source), str(target), "--device", device, "--strength", str(strength),
-                   "--modality", modality, "--progress", "slicer", "--exit-with-parent", str(os.getpid())]
+                   "--modality", modality, "--grain", str(grain), "--progress", "slicer", "--exit-with-parent", str(os.getpid())]
         if model:
             command += ["--model", model]
         env = dict(os.environ)
