@@ -1,0 +1,206 @@
+"""Correlation-aware denoising measured: the whole-image path against the sub-lattice path (``--grain auto``).
+
+Three parts, every figure from one run:
+- **reference**: simulated acquisitions with a noise-free twin (MR acquired in k-space, 1 and 4 coils, 3 % and 6 %;
+  white Gaussian on the MNI152 template): PSNR on the foreground, *residual r* (correlation of what was removed
+  with the clean image's detail, ``metrics.residual_structure_correlation``: 0 removes noise only) and the seam
+  score of the output beside the input's; oracle-tuned anisotropic diffusion for scale.
+- **ct-water**: FBP CT of a 240 mm water disc (``ct-projection`` noise, three doses, 8 slices each): noise SD of the
+  output over the input's in the central 128², seam score beside the input's.
+- **real**: the real scans in ``--data`` (middle frame of each B-mode sequence; 16 central slices of a volume):
+  flat-region noise left / strong-edge sharpness kept (both relative to the input, as in ``real_noisy.py``), seam
+  score, and the retention of small low-contrast lesions inserted into the real image
+  (``evaluation.lesion_retention``: 1.5 × the local noise SD, 1.5 × 3 × 3 voxels in 3D, 4 pixels in 2D).
+- **time**: seconds of the library's ``denoise`` for a 64 × 256 × 256 volume with grain, whole and on sub-lattices.
+
+Seam score (``evaluation.seams``): the worst ratio of the power at a period-2, 3 or 4 lattice frequency to the
+power around it, on the centre 128² of in-plane slices (Hann-tapered, so an image's own edges do not count).
+
+Usage: ``python benchmarks/sublattice.py [--data ../shared/data] [--parts reference ct-water real time] [--out docs/benchmarks.md]``
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import command_line, default_data_dir, ensure_library_importable, machine_line, publish, utc_now
+from realistic_acquisitions import SETTINGS, SOURCES, acquire, prepare
+from realistic_lcd import make_phantom, realisations
+
+ensure_library_importable()
+from MedicalDenoiseLib.evaluation.baselines import best_anisotropic_diffusion  # noqa: E402
+from MedicalDenoiseLib.evaluation.lesion_retention import measure_retention  # noqa: E402
+from MedicalDenoiseLib.evaluation.metrics import psnr, residual_structure_correlation  # noqa: E402
+from MedicalDenoiseLib.evaluation.reference_free import (edge_sharpness, flat_region_mask, flat_region_noise_sd,  # noqa: E402
+                                                         foreground_mask, strong_edge_mask)
+from MedicalDenoiseLib.evaluation.seams import in_plane_images, seam_score  # noqa: E402
+from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
+from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
+from MedicalDenoiseLib.io.volume import Geometry, Volume  # noqa: E402
+from MedicalDenoiseLib.noise import noise_kind  # noqa: E402
+
+PARTS = ("reference", "ct-water", "real", "time")
+MR_SETTINGS = ("mni-kspace-1coil-0.03", "mni-kspace-1coil-0.06", "mni-kspace-4coil-0.03", "mni-kspace-4coil-0.06",
+               "brain2-kspace-1coil-0.03", "brain2-kspace-1coil-0.06", "brain2-kspace-4coil-0.03",
+               "brain2-kspace-4coil-0.06")
+WHITE = (0.03, 0.05)
+DOSES = (4e4, 1.25e4, 4e3)
+REAL_FILES = ("us_curvilinear_bk_plus.mha", "us_curvilinear_ultrasonix_plus.mha", "us_prostate_trus_phantom_plus.mha",
+              "mr_chest_tfl3d_seg3d.nii.gz", "mr_phantom_t1mprage_xa30i.nii.gz", "mr_head_t1fl2d_decubitus.nii.gz",
+              "mr_phantom_t1tse_philips_csdl.nii.gz", "ct_abdomen_thin3sl_dcmqi.nii.gz", "ct_body_petct_20sl_totalseg.nii.gz")
+# (label, model, grain): the paths compared.
+PATHS = (("v3 whole", "autoencoder-v3", "1"), ("v2 whole", "autoencoder-v2", "1"), ("v2 grain auto", "autoencoder-v2", "auto"))
+
+
+def _volume(array: np.ndarray, spacing, modality: str) -> Volume:
+    spacing = tuple(float(s) for s in spacing)[-array.ndim:]
+    return Volume(array.astype(np.float32), Geometry(spacing[::-1], (0.0,) * array.ndim, tuple(np.eye(array.ndim).ravel())),
+                  modality=modality, source="benchmark")
+
+
+def _seam(image: np.ndarray) -> float:
+    return seam_score(in_plane_images(image)) if min(image.shape[-2:]) >= 32 else float("nan")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def reference_part(data: Path | None, denoisers: dict[str, Denoiser]) -> list[str]:
+    rows = []
+    cases = [(key, None) for key in MR_SETTINGS] + [("mni-white", sigma) for sigma in WHITE]
+    for key, white in cases:
+        if white is None:
+            setting = next(s for s in SETTINGS if s.key == key)
+            prepared = prepare(next(s for s in SOURCES if s.key == setting.source), data)
+            realised = acquire(setting, prepared, 7)
+            noisy, clean, label = realised.noisy, realised.clean, setting.label
+        else:
+            prepared = prepare(next(s for s in SOURCES if s.key == "mni"), data)
+            clean = prepared.clean
+            noisy = noise_kind("gaussian").fixed(sigma=white * prepared.data_range)(clean, np.random.default_rng(7))
+            label = f"white Gaussian σ {white:.0%}"
+        print(f"reference: {key} {label}", file=sys.stderr, flush=True)
+        fg, rng = prepared.foreground, prepared.data_range
+        cells = [f"{prepared.source.key}: {label}", f"{psnr(clean, noisy, rng, fg):.1f} / {_seam(noisy):.2f}"]
+        for name, grain in ((n, g) for _, n, g in PATHS):
+            result = denoisers[name].denoise(_volume(noisy, prepared.spacing, prepared.source.modality), grain=grain)
+            out = result.volume.array
+            cells.append(f"{psnr(clean, out, rng, fg):.1f} / {residual_structure_correlation(clean, noisy, out):+.2f} / "
+                         f"{_seam(out):.2f}" + (f" ({'×'.join(map(str, result.grain.strides[1:]))})" if grain == "auto" else ""))
+        diffused, _ = best_anisotropic_diffusion(noisy, clean, rng, prepared.spacing)
+        cells.append(f"{psnr(clean, diffused, rng, fg):.1f} / {residual_structure_correlation(clean, noisy, diffused):+.2f}")
+        rows.append(cells)
+    return ["### With a reference: PSNR dB / residual r / seam score (input: PSNR / seam)", "",
+            *_table(["setting", "input", *[p[0] for p in PATHS], "anisotropic diffusion (oracle-tuned)"], rows)]
+
+
+def ct_water_part(denoiser: Denoiser) -> list[str]:
+    phantom = make_phantom(256, 1.0, 240.0)
+    centre = (slice(None), slice(64, 192), slice(64, 192))
+    rows = []
+    for index, photons in enumerate(DOSES):
+        print(f"ct-water: {photons:g} photons", file=sys.stderr, flush=True)
+        slices = realisations(phantom.absent, 8, photons, 1.0, 11 + index)
+        sd_in = float((slices - phantom.absent)[centre].std())
+        cells = [f"{photons:.2g}", f"{sd_in:.1f} HU / {seam_score(slices):.2f}"]
+        for grain in ("1", "auto"):
+            out = np.stack([denoiser.denoise(_volume(s, (1.0, 1.0), "ct"), grain=grain).volume.array for s in slices])
+            cells.append(f"×{(out - phantom.absent)[centre].std() / sd_in:.2f} / {seam_score(out):.2f}")
+        rows.append(cells)
+    return ["### FBP CT water: noise SD relative to the input / seam score", "",
+            *_table(["photons per bin and view", "input SD / seam", "v2 whole", "v2 grain auto"], rows)]
+
+
+def _real_image(path: Path) -> tuple[np.ndarray, tuple[float, ...], str]:
+    volume = read_volume(path)
+    array = volume.array.astype(np.float32)
+    spacing = tuple(volume.geometry.spacing[::-1])
+    if path.name.startswith("us_") and array.ndim == 3 and "recon3d" not in path.name:
+        return array[len(array) // 2], spacing[1:], "us"  # a frame sequence: one 2D frame
+    if array.ndim == 3 and array.shape[0] > 16:
+        array = array[array.shape[0] // 2 - 8: array.shape[0] // 2 + 8]
+    return array, spacing, path.name.split("_", 1)[0]
+
+
+def real_part(data: Path, denoisers: dict[str, Denoiser]) -> list[str]:
+    rows = []
+    for name in REAL_FILES:
+        if not (data / name).is_file():
+            continue
+        print(f"real: {name}", file=sys.stderr, flush=True)
+        array, spacing, modality = _real_image(data / name)
+        low, high = np.percentile(array, [1, 99.5])
+        foreground = foreground_mask((array - low) / max(high - low, 1e-6))
+        flat, edges = flat_region_mask(array, foreground), strong_edge_mask(array, foreground)
+        noise_in, edge_in = flat_region_noise_sd(array, flat), edge_sharpness(array, edges)
+        cells = [f"`{name}` {'×'.join(map(str, array.shape[::-1]))}", f"{_seam(array):.2f}"]
+        for label, model, grain in PATHS:
+            if modality != "mr" and model == "autoencoder-v3":
+                cells.append("–")
+                continue
+            run = lambda image: denoisers[model].denoise(_volume(image, spacing, modality), grain=grain)  # noqa: E731
+            result = run(array)
+            out = result.volume.array
+            kept = measure_retention(lambda image: run(image).volume.array, array, np.random.default_rng(0),
+                                     **({} if array.ndim == 3 and array.shape[0] >= 8 else {"radii": (4.0, 4.0)} if array.ndim == 2 else {}))
+            cells.append(f"{flat_region_noise_sd(out, flat) / noise_in:.2f} / {edge_sharpness(out, edges) / edge_in:.2f} / "
+                         f"{_seam(out):.2f} / {kept:.0%}" + (f" ({'×'.join(map(str, result.grain.strides[1:]))})" if grain == "auto" else ""))
+        rows.append(cells)
+    return ["### Real scans: noise left / edges kept / seam score / lesion amplitude kept", "",
+            *_table(["image", "input seam", *[p[0] for p in PATHS]], rows)]
+
+
+def time_part(denoiser: Denoiser) -> list[str]:
+    clean = np.full((64, 256, 256), 0.5, np.float32)
+    noisy = noise_kind("mr-kspace").fixed(sigma=0.04, acquired=(1.0, 0.6, 0.6)).simulate(clean, np.random.default_rng(0)).noisy
+    volume = _volume(noisy, (1.0, 1.0, 1.0), "mr")
+    rows = []
+    for grain in ("1", "auto"):
+        denoiser.denoise(volume, grain=grain)  # warm-up
+        started = time.perf_counter()
+        result = denoiser.denoise(volume, grain=grain)
+        rows.append([grain, f"{time.perf_counter() - started:.2f}", result.grain.describe()])
+    return ["### Time: 64 × 256 × 256 MR with grain (library `denoise`, noise estimate included)", "",
+            *_table(["grain", "seconds", "what was done"], rows)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=default_data_dir())
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="markdown file whose `sublattice` section is (re)written")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    denoisers = {name: Denoiser(name, device="cpu") for name in ("autoencoder-v2", "autoencoder-v3")}
+    body = []
+    if "reference" in args.parts:
+        body += reference_part(args.data, denoisers)
+    if "ct-water" in args.parts:
+        body += ct_water_part(denoisers["autoencoder-v2"])
+    if "real" in args.parts and args.data:
+        body += real_part(args.data, denoisers)
+    if "time" in args.parts:
+        body += time_part(denoisers["autoencoder-v2"])
+    section = "\n".join([
+        "## Correlation-aware denoising: whole image against sub-lattices", "",
+        f"`{command_line()}` — {utc_now()}; {machine_line(torch.__version__, f'{args.threads} threads')}; "
+        f"{(time.perf_counter() - started) / 60:.1f} min.", "",
+        "v2 grain auto: `autoencoder-v2` on the sub-lattices the measured grain asks for (strides in brackets, y×x), "
+        "made to agree (`inference/sublattice.py`); whole: the same network on the whole image. See the script's "
+        "docstring for each measure.", "",
+        *body,
+    ])
+    publish(section, args.out, "sublattice")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
