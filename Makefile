@@ -35,6 +35,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/real_noisy.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/targets.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/realistic.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/sublattice.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

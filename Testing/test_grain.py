@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from conftest import phantom
 from MedicalDenoiseLib.inference.grain import AUTO_MAX_STRIDE, Grain, measure_grain, parse_grain
-from MedicalDenoiseLib.inference.noise_estimation import estimate_noise
+from MedicalDenoiseLib.estimation.noise_estimation import estimate_noise
 from MedicalDenoiseLib.noise import noise_kind
 
 SHAPE = (12, 128, 128)

@@ -10,11 +10,11 @@ import pytest
 from scipy import ndimage
 
 from conftest import phantom
-from MedicalDenoiseLib.inference.flat_patches import measure_patches, prepare_slices
-from MedicalDenoiseLib.inference.noise_estimation import (
+from MedicalDenoiseLib.estimation.flat_patches import measure_patches, prepare_slices
+from MedicalDenoiseLib.estimation.noise_estimation import (
     NoiseEstimate, estimate_fine_scale_sigma, estimate_noise, estimate_noise_sigma,
 )
-from MedicalDenoiseLib.inference.rician import rician_variance_factor
+from MedicalDenoiseLib.estimation.rician import rician_variance_factor
 from MedicalDenoiseLib.noise.ct_projection import CTProjectionNoise
 from MedicalDenoiseLib.noise.image_domain import CTQuantumNoise, GaussianNoise, RicianNoise
 from MedicalDenoiseLib.noise.mr_kspace import MRKSpaceNoise
@@ -145,7 +145,7 @@ def test_mr_of_a_whole_brain_in_its_dark_background(mni152, dims, sigma):
 
 @pytest.mark.parametrize("coils,dof", [(1, 2.0), (8, 16.0)])
 def test_background_gives_the_coils_and_the_noise(coils, dof):
-    from MedicalDenoiseLib.inference.noise_background import find_background  # (benchmarks import this file)
+    from MedicalDenoiseLib.estimation.noise_background import find_background  # (benchmarks import this file)
 
     image, _ = structured_phantom(SHAPES["2d"])
     kspace = MRKSpaceNoise(0.02, coils=coils)
@@ -157,7 +157,7 @@ def test_background_gives_the_coils_and_the_noise(coils, dof):
 
 @pytest.mark.parametrize("model,level", [("gaussian", 0.05), ("us-speckle", 2.0), ("us-sparse-0.5", 2.0)])
 def test_no_background_without_chi_distributed_dark_regions(model, level):
-    from MedicalDenoiseLib.inference.noise_background import find_background
+    from MedicalDenoiseLib.estimation.noise_background import find_background
 
     noisy, _ = _noisy(model, level, SHAPES["2d"], np.random.default_rng(13))
     noisy = np.clip(noisy, 0.0, None) if model == "gaussian" else noisy  # no negatives: a magnitude candidate
@@ -294,7 +294,7 @@ def _map_error(estimated: np.ndarray, true: np.ndarray, where: np.ndarray) -> tu
 @pytest.mark.parametrize("dims", sorted(SHAPES))
 @pytest.mark.parametrize("level", [0.05, 0.1])
 def test_noise_map_follows_eight_coils(dims, level):
-    from MedicalDenoiseLib.inference.noise_map import estimate_noise_map
+    from MedicalDenoiseLib.estimation.noise_map import estimate_noise_map
 
     shape = SHAPES[dims]
     image, body = structured_phantom(shape)
@@ -308,7 +308,7 @@ def test_noise_map_follows_eight_coils(dims, level):
 def test_noise_map_follows_ct_noise_behind_dense_anatomy():
     """Projection-domain CT noise is strongest where the rays cross the most bone; the truth is the local SD
     of the simulated noise in soft tissue (Gaussian window of 6 voxels)."""
-    from MedicalDenoiseLib.inference.noise_map import estimate_noise_map
+    from MedicalDenoiseLib.estimation.noise_map import estimate_noise_map
 
     hu, soft = _ct_body((160, 160))
     result = CTProjectionNoise(photons=1e4, kernel="hann", pixel_size_mm=2.0).simulate(hu, np.random.default_rng(16))
@@ -323,7 +323,7 @@ def test_noise_map_follows_ct_noise_behind_dense_anatomy():
 
 
 def test_noise_map_of_stationary_noise_is_flat():
-    from MedicalDenoiseLib.inference.noise_map import estimate_noise_map
+    from MedicalDenoiseLib.estimation.noise_map import estimate_noise_map
 
     image, body = structured_phantom(SHAPES["3d"])
     noise_map = estimate_noise_map(GaussianNoise(0.05)(np.where(body, image, 0.4), np.random.default_rng(17)))

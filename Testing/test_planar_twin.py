@@ -115,7 +115,7 @@ def test_2d_image_through_the_twin_equals_the_twin_run_directly(tmp_path, monkey
     assert result.used_sigma > 0
     # A planar tile holds as many pixels as a 32³ tile, 181²: the whole image, one call of the twin.
     from MedicalDenoiseLib.inference.normalization import IntensityNormalizer
-    from MedicalDenoiseLib.inference.noise_estimation import estimate_fine_scale_sigma
+    from MedicalDenoiseLib.estimation.noise_estimation import estimate_fine_scale_sigma
     normalizer = IntensityNormalizer.fit(image, "mr")
     x = normalizer.normalize(image)
     level = estimate_fine_scale_sigma(x)

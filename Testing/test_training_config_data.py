@@ -248,7 +248,7 @@ def test_noisier2noise_batches_know_how_much_noise_was_added_to_the_targets_own(
 
 
 def test_levels_follow_the_networks_conditioning():
-    from MedicalDenoiseLib.inference.noise_estimation import estimate_fine_scale_sigma, estimate_noise_sigma
+    from MedicalDenoiseLib.estimation.noise_estimation import estimate_fine_scale_sigma, estimate_noise_sigma
 
     config = config_from_dict({"data": {"patch_size": [8, 16, 16], "batch_size": 2, "phantom_fraction": 1.0}})
     volume = _volume("a", (8, 24, 24))

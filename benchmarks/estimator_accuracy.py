@@ -38,7 +38,7 @@ ensure_library_importable()
 sys.path.append(str(_REPO / "Testing"))  # the cases, phantom and true SDs of the tests
 from test_noise_estimation import CASES, SHAPES, _noisy, structured_phantom  # noqa: E402
 
-from MedicalDenoiseLib.inference.noise_estimation import estimate_noise_sigma  # noqa: E402
+from MedicalDenoiseLib.estimation.noise_estimation import estimate_noise_sigma  # noqa: E402
 from MedicalDenoiseLib.noise.image_domain import GaussianNoise, RicianNoise  # noqa: E402
 from MedicalDenoiseLib.noise.mr_kspace import MRKSpaceNoise  # noqa: E402
 from MedicalDenoiseLib.noise.ultrasound_speckle import UltrasoundSpeckle  # noqa: E402
@@ -105,7 +105,7 @@ def map_errors() -> list[tuple[str, float, float]]:
     """Median and 90th-percentile |map / local SD − 1| over the object: eight-coil MR against the simulation's
     SD map, projection CT behind a bone ring against the local SD of its noise (Gaussian window of 6 voxels)."""
     try:
-        from MedicalDenoiseLib.inference.noise_map import estimate_noise_map
+        from MedicalDenoiseLib.estimation.noise_map import estimate_noise_map
     except ImportError:  # an estimator without the map
         return []
     from scipy import ndimage

@@ -1,7 +1,7 @@
 """The noise level each training patch is conditioned on.
 
 The level is what the denoiser measures and feeds at inference, in normalised units: the full noise SD
-(:func:`~MedicalDenoiseLib.inference.noise_estimation.estimate_noise_sigma`) for new models, or the
+(:func:`~MedicalDenoiseLib.estimation.noise_estimation.estimate_noise_sigma`) for new models, or the
 high-pass estimate for a run that fine-tunes a model trained on that scale (its card's ``conditioning``:
 "fine-scale-sd"), so that the level means to the network what it meant before. The true (drawn) level is used
 only to weight the loss, never as input: a model told the true level in training would be told something
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from MedicalDenoiseLib.inference.noise_estimation import estimate_fine_scale_sigma, estimate_noise_sigma
+from MedicalDenoiseLib.estimation.noise_estimation import estimate_fine_scale_sigma, estimate_noise_sigma
 from MedicalDenoiseLib.inference.strength import CONDITIONING
 
 __all__ = ["estimate_levels", "NO_LEVEL"]

@@ -23,7 +23,7 @@ import numpy as np
 
 from MedicalDenoiseLib.errors import MedicalDenoiseError
 from MedicalDenoiseLib.evaluation.baselines import bm4d_denoise
-from MedicalDenoiseLib.inference.noise_estimation import estimate_fine_scale_sigma
+from MedicalDenoiseLib.estimation.noise_estimation import estimate_fine_scale_sigma
 from MedicalDenoiseLib.io.reading import read_volume
 from MedicalDenoiseLib.io.volume import Geometry, Volume
 from MedicalDenoiseLib.io.writing import write_volume

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from MedicalDenoiseLib.io.reading import read_volume
-from MedicalDenoiseLib.inference.noise_estimation import estimate_noise_sigma
-from MedicalDenoiseLib.inference.robust import fill_non_finite
+from MedicalDenoiseLib.estimation.noise_estimation import estimate_noise_sigma
+from MedicalDenoiseLib.estimation.robust import fill_non_finite
 from MedicalDenoiseLib.inference.normalization import IntensityNormalizer, guess_modality
 
 from .config import DataConfig

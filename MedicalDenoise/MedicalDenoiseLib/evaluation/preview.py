@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import OutputError
-from ..inference.robust import mad_sd
+from ..estimation.robust import mad_sd
 from ..io.atomic import atomic_file
 
 __all__ = ["middle_slice", "comparison_png", "comparison_grid_png", "comparison_labels"]

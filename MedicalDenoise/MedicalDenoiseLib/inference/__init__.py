@@ -1,2 +1,3 @@
-"""Denoising a volume with a trained network: device choice, intensity normalisation, blind noise
-estimation and tiled inference, joined by :class:`~.denoiser.Denoiser`."""
+"""Denoising a volume with a trained network: device choice, intensity normalisation, the noise grain and the
+sub-lattices it asks for, and tiled inference, joined by :class:`~.denoiser.Denoiser` (the noise estimate itself is
+:mod:`..estimation`)."""

@@ -20,9 +20,9 @@ from ..models.networks.axis_order import depth_last
 from ..models.registry import open_model
 from .devices import resolve_device
 from .grain import Grain, measure_grain, parse_grain
-from .noise_estimation import estimate_noise
+from ..estimation.noise_estimation import estimate_noise
 from .normalization import MODALITIES, IntensityNormalizer, ct_padding_value, guess_modality
-from .robust import fill_non_finite
+from ..estimation.robust import fill_non_finite
 from .strength import network_settings, parse_strength
 from .sublattice import agree, merge, split
 from .tiling import sliding_window_inference

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .noise_estimation import NoiseEstimate
+from ..estimation.noise_estimation import NoiseEstimate
 from .sublattice import Strides
 
 __all__ = ["WHITE_ENOUGH", "MAX_STRIDE", "AUTO_MAX_STRIDE", "Grain", "measure_grain", "parse_grain", "describe_strides"]

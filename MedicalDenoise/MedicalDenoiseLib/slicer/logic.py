@@ -24,7 +24,7 @@ from slicer.util import arrayFromVolume, updateVolumeFromArray
 
 from .background_job import BackgroundJob, findPythonSlicer
 from .comparison_view import showSideBySide
-from ..inference.noise_estimation import estimate_noise_sigma
+from ..estimation.noise_estimation import estimate_noise_sigma
 from ..io.reading import read_volume
 from ..io.volume import Geometry, Volume
 from ..io.writing import cast_to_dtype, write_volume

@@ -11,7 +11,7 @@ patch the estimator needs two things that must not depend on each other through 
   variance so that a region with more noise is not mistaken for a structured one.
 
 On images without negative values each patch's mean square and mean cube are kept too: they tell an
-MR magnitude background's noise (:mod:`~MedicalDenoiseLib.inference.noise_background`).
+MR magnitude background's noise (:mod:`~MedicalDenoiseLib.estimation.noise_background`).
 
 Patches are kept when their structure is within a generous factor of the flattest ones. A tight cut would
 keep only the patches where the noise happens to be weakest and bias the level low, most for spatially

@@ -68,7 +68,7 @@ def find_background(candidates: PatchCandidates) -> Background | None:
     """The pure-noise background among the candidate patches of a magnitude image.
 
     Args:
-        candidates: from :func:`~MedicalDenoiseLib.inference.flat_patches.measure_patches`.
+        candidates: from :func:`~MedicalDenoiseLib.estimation.flat_patches.measure_patches`.
 
     Returns:
         The background, or None when the image has none that is clearly chi distributed.

@@ -5,16 +5,16 @@ zero-filled MR k-space and ultrasound speckle give grain several voxels wide. A 
 the finest part of such noise, so :func:`estimate_noise` measures the noise where the image is flat instead:
 
 1. Small in-plane patches are found whose smoothed image shows no structure
-   (:mod:`~MedicalDenoiseLib.inference.flat_patches`); a quadratic fit removes ramps and shading.
+   (:mod:`~MedicalDenoiseLib.estimation.flat_patches`); a quadratic fit removes ramps and shading.
 2. The residuals' autocovariance gives the noise correlation and the share of the noise the fit removed
-   (:mod:`~MedicalDenoiseLib.inference.noise_correlation`), which is added back. Noise correlated beyond a
+   (:mod:`~MedicalDenoiseLib.estimation.noise_correlation`), which is added back. Noise correlated beyond a
    16-voxel patch (speckle from few scatterers) is measured again in patches twice as wide.
 3. The level is a low quantile of the patch variances (patches with structure left in them only add
    variance), corrected for where that quantile lies for pure noise of the measured correlation, and, on MR
    magnitude images, for the Rician or non-central chi bias of dark patches
-   (:mod:`~MedicalDenoiseLib.inference.rician`).
+   (:mod:`~MedicalDenoiseLib.estimation.rician`).
 4. An MR magnitude image with a chi-distributed background (air) gives the noise there too, and the number
-   of coils (:mod:`~MedicalDenoiseLib.inference.noise_background`). Tissue reading well above it holds
+   of coils (:mod:`~MedicalDenoiseLib.estimation.noise_background`). Tissue reading well above it holds
    anatomy or Gibbs ringing in its flattest patches (a 1 mm brain has no flat patch), so the estimate
    moves to the background's.
 

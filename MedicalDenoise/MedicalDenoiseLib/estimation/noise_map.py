@@ -2,7 +2,7 @@
 
 Root-sum-of-squares coil combination leaves MR noisier far from the coils, and CT is noisier behind dense
 anatomy; one SD then describes neither the quiet nor the noisy part. The flat patches of the blind estimate
-(:mod:`~MedicalDenoiseLib.inference.noise_estimation`) are spread over the image, so the log of their noise
+(:mod:`~MedicalDenoiseLib.estimation.noise_estimation`) are spread over the image, so the log of their noise
 variance, fitted by a low-order polynomial of position (quadratic in-plane, quadratic through the slices
 when there are enough), gives the shape of the noise. A polynomial follows coil and attenuation profiles,
 which vary over the whole field of view, and not the patch-to-patch scatter of single variances. The level
