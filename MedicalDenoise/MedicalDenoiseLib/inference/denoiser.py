@@ -155,7 +155,7 @@ class Denoiser:
         del work
         estimate = estimate_noise(normalized)
         volume3d = normalized if normalized.ndim == 3 else normalized[None]
-        found = measure_grain(estimate, normalized.shape) if strides is None else Grain(strides, chosen_by="user")
+        found = measure_grain(estimate, normalized) if strides is None else Grain(strides, chosen_by="user")
         batch = volume3d[None] if found.whole else split(volume3d, found.strides)
         layout = self._layout(batch.shape[1:])
         card = self._planar_model().card if layout == "planar" else self.model.card
