@@ -104,4 +104,26 @@ def test_faint_white_noise_on_smooth_anatomy_is_not_taken_for_grain():
     noisy = template + np.random.default_rng(6).normal(0, 0.02, template.shape).astype(np.float32)
     grain = measure_grain(estimate_noise(noisy), noisy)
     assert max(grain.correlation[0][0], grain.correlation[1][0]) > 0.1  # the kernel alone would split it
-    assert grain.whole
+    assert grain.whole and not grain.confirmed and "read as anatomy" in grain.describe()
+
+
+def test_a_model_trained_on_grain_runs_whole_under_auto(tiny_model_file):
+    """A model that learned scanner grain (autoencoder-v3, gan-v2) would remove it twice on sub-lattices."""
+    from MedicalDenoiseLib.inference.denoiser import Denoiser
+    from MedicalDenoiseLib.io.volume import Geometry, Volume
+    from MedicalDenoiseLib.models.model_files import load_model
+
+    noisy = noise_kind("mr-kspace").fixed(sigma=0.03, acquired=(1.0, 0.5, 0.5)).simulate(
+        phantom((20, 64, 64), seed=1), np.random.default_rng(0)).noisy
+    volume = Volume(noisy, Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel())), modality="mr")
+    model = load_model(tiny_model_file)
+    assert Denoiser(model, device="cpu").denoise(volume).grain.strides == (1, 2, 2)
+    model.card.noise_kinds = ["gaussian", "mr-kspace"]
+    result = Denoiser(model, device="cpu").denoise(volume)
+    assert result.grain.whole and result.grain.describe().startswith("model trained on scanner grain")
+    assert Denoiser(model, device="cpu").denoise(volume, grain="2").grain.strides == (1, 2, 2)
+
+
+def test_a_rejected_grain_says_why():
+    grain = Grain((1, 1, 1), (1, 1, 1), ((0.4, 0.2), (0.4, 0.2)), None, confirmed=False)
+    assert "read as anatomy" in grain.describe() and "denoised whole" in grain.describe()

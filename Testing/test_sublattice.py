@@ -46,6 +46,17 @@ def test_agreement_removes_a_grid_between_sub_lattices_and_keeps_a_shared_remova
     np.testing.assert_allclose(agree(image - shared, image, (1, 2, 2)), image - shared, atol=1e-5)
 
 
+def test_agreement_a_few_slices_at_a_time_equals_the_whole_volume_at_once(monkeypatch):
+    from MedicalDenoiseLib.inference import sublattice
+
+    rng = np.random.default_rng(4)
+    image = rng.normal(size=(40, 48, 48)).astype(np.float32)
+    output = image - 0.3 * rng.normal(size=image.shape).astype(np.float32)
+    chunked = agree(output, image, (1, 2, 2))
+    monkeypatch.setattr(sublattice, "_CHUNK", 1000)
+    np.testing.assert_allclose(chunked, agree(output, image, (1, 2, 2)), atol=1e-6)
+
+
 def _grainy(shape=(12, 64, 64), seed=0) -> np.ndarray:
     """A phantom with noise zero-filled to half of k-space in-plane (lag-1 correlation about 0.6)."""
     from MedicalDenoiseLib.noise import noise_kind

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage
 
-from .reference_free import foreground_mask
+from .reference_free import foreground_mask, local_sd
 
 __all__ = ["LesionSet", "insert_lesions", "retention", "measure_retention"]
 
@@ -47,15 +46,6 @@ class LesionSet:
     amplitude: float
     centres: np.ndarray
     cores: np.ndarray
-
-
-def _local_sd(image: np.ndarray) -> np.ndarray:
-    """Sample SD (n − 1) in a 3 × 5 × 5 (3D) or 5 × 5 (2D) box around each voxel, edges reflected."""
-    size = (3, 5, 5) if image.ndim == 3 else (5, 5)
-    count = int(np.prod(size))
-    mean = ndimage.uniform_filter(image, size=size, mode="reflect")
-    mean_square = ndimage.uniform_filter(image * image, size=size, mode="reflect")
-    return np.sqrt(np.clip(mean_square - mean * mean, 0.0, None) * (count / (count - 1)))
 
 
 def insert_lesions(image: np.ndarray, count: int = 12, radii: tuple[float, ...] | None = None,
@@ -95,9 +85,9 @@ def insert_lesions(image: np.ndarray, count: int = 12, radii: tuple[float, ...] 
     foreground = foreground_mask((values - low) / (high - low) if high > low else np.zeros_like(values))
     if foreground.sum() < _MIN_FOREGROUND_FRACTION * values.size:
         foreground = np.ones(values.shape, dtype=bool)
-    local_sd = _local_sd(values)
-    flat = foreground & (local_sd <= np.quantile(local_sd[foreground], _FLAT_FRACTION))
-    amplitude = float(contrast * np.median(local_sd[flat]))
+    spread = local_sd(values, (3, 5, 5) if values.ndim == 3 else (5, 5))
+    flat = foreground & (spread <= np.quantile(spread[foreground], _FLAT_FRACTION))
+    amplitude = float(contrast * np.median(spread[flat]))
     if not amplitude > 0:
         raise ValueError("the flattest foreground has no local variation, so a lesion would have no amplitude")
 

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from .metrics import as_mask
 
-__all__ = ["foreground_mask", "flat_region_mask", "flat_region_noise_sd", "strong_edge_mask", "edge_sharpness"]
+__all__ = ["foreground_mask", "flat_region_mask", "flat_region_noise_sd", "local_sd", "strong_edge_mask", "edge_sharpness"]
 
 
 def _in_plane_sigma(ndim: int, sigma: float) -> tuple[float, ...]:
@@ -125,11 +125,15 @@ def flat_region_noise_sd(image: np.ndarray, flat_mask: np.ndarray, window: int =
     if int(window) != window or window < 3 or window % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 3, got {window}")
     size = (1,) * (image.ndim - 2) + (int(window), int(window))
-    count = int(window) ** 2
+    return float(np.median(local_sd(image, size)[mask]))
+
+
+def local_sd(image: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Sample SD (n − 1) in a box of ``size`` voxels around each voxel, edges reflected."""
+    count = int(np.prod(size))
     mean = ndimage.uniform_filter(image, size=size, mode="reflect")
     mean_square = ndimage.uniform_filter(image * image, size=size, mode="reflect")
-    variance = np.clip(mean_square - mean * mean, 0.0, None) * (count / (count - 1))
-    return float(np.median(np.sqrt(variance[mask])))
+    return np.sqrt(np.clip(mean_square - mean * mean, 0.0, None) * (count / (count - 1)))
 
 
 def strong_edge_mask(image: np.ndarray, foreground: np.ndarray | None = None, fraction: float = 0.02,

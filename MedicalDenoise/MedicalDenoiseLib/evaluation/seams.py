@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .crops import centre_crop
+from .noise_power import power_spectrum
+
 __all__ = ["in_plane_images", "seam_ratios", "seam_score"]
 
 # The centre 128 x 128 is enough for bins of 1/128 cycle per pixel and keeps slices of any size comparable.
@@ -67,16 +70,14 @@ def _mean_power(images: np.ndarray) -> np.ndarray:
     if min(images.shape[1:]) < _MIN_SIZE:
         raise ValueError(f"seam score needs images of at least {_MIN_SIZE} x {_MIN_SIZE} pixels, "
                          f"got {images.shape[1]} x {images.shape[2]}")
-    extents = [min(size, _CROP) for size in images.shape[1:]]
-    crop = tuple(slice((size - n) // 2, (size - n) // 2 + n) for size, n in zip(images.shape[1:], extents))
-    crops = images[(slice(None),) + crop]
+    crops = centre_crop(images, (None, _CROP, _CROP))
     # Without the mean, DC holds no power and does not leak into rings that come near it.
     crops = crops - crops.mean(axis=(1, 2), keepdims=True)
     # The FFT takes a crop as periodic: the jump between opposite edges (anatomy cut by the crop) puts a cross
     # of power along kx = 0 and ky = 0, right through (0, n/s) and (n/s, 0), and real scans with no grid
     # scored up to 4.8. A Hann taper removes the jump; it widens a peak to +-2 bins, still inside the disc.
     taper = np.hanning(crops.shape[1])[:, None] * np.hanning(crops.shape[2])[None, :]
-    return np.fft.fftshift(np.mean(np.abs(np.fft.fft2(crops * taper)) ** 2, axis=0))
+    return np.fft.fftshift(power_spectrum(crops * taper))
 
 
 def _periodic_distance(n: int, centre: int) -> np.ndarray:

@@ -18,11 +18,11 @@ from ..io.volume import Volume
 from ..models.model_files import LoadedModel
 from ..models.networks.axis_order import depth_last
 from ..models.registry import open_model
-from .devices import resolve_device
-from .grain import Grain, measure_grain, parse_grain
 from ..estimation.noise_estimation import estimate_noise
-from .normalization import MODALITIES, IntensityNormalizer, ct_padding_value, guess_modality
 from ..estimation.robust import fill_non_finite
+from .devices import resolve_device
+from .grain import Grain, learned_grain, measure_grain, parse_grain
+from .normalization import MODALITIES, IntensityNormalizer, ct_padding_value, guess_modality
 from .strength import network_settings, parse_strength
 from .sublattice import agree, merge, split
 from .tiling import sliding_window_inference
@@ -114,8 +114,9 @@ class Denoiser:
             modality: "auto" (from the file's tag or the intensities), "ct", "mr" or "us".
             progress: called with the fraction done.
             cancel: polled between tiles; returning True raises :class:`Cancelled`.
-            grain: "auto" (measure the noise grain and denoise on the sub-lattices where it is white), or
-                the ``(z, y, x)`` sub-lattice strides (``(1, 1, 1)``: the whole image, as for white noise).
+            grain: "auto" (measure the noise grain and denoise on the sub-lattices where it is white; a model
+                trained on scanner grain runs whole), or the ``(z, y, x)`` sub-lattice strides (``(1, 1, 1)``:
+                the whole image, as for white noise).
 
         Raises:
             InputError: for an image that is not 2D or 3D scalar.
@@ -155,7 +156,7 @@ class Denoiser:
         del work
         estimate = estimate_noise(normalized)
         volume3d = normalized if normalized.ndim == 3 else normalized[None]
-        found = measure_grain(estimate, normalized) if strides is None else Grain(strides, chosen_by="user")
+        found = self._grain(strides, estimate, normalized)
         batch = volume3d[None] if found.whole else split(volume3d, found.strides)
         layout = self._layout(batch.shape[1:])
         card = self._planar_model().card if layout == "planar" else self.model.card
@@ -192,6 +193,14 @@ class Denoiser:
             network=card.name,
             grain=found,
         )
+
+    def _grain(self, strides, estimate, normalized: np.ndarray) -> Grain:
+        """The user's strides; under auto, whole for a model that learned grain, else as measured."""
+        if strides is not None:
+            return Grain(strides, chosen_by="user")
+        if learned_grain(self.model.card.noise_kinds):
+            return Grain((1, 1, 1), chosen_by="model")
+        return measure_grain(estimate, normalized)
 
     def _planar_model(self) -> LoadedModel | None:
         """The model itself when it is planar, else its planar twin (None without one)."""

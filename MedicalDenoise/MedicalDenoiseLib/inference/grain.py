@@ -35,12 +35,15 @@ import numpy as np
 from ..estimation.noise_estimation import NoiseEstimate, as_volume, estimate_fine_scale_sigma
 from .sublattice import Strides
 
-__all__ = ["WHITE_ENOUGH", "MAX_STRIDE", "AUTO_MAX_STRIDE", "COARSER_ON_SUBLATTICE", "Grain", "measure_grain", "parse_grain", "describe_strides"]
+__all__ = ["WHITE_ENOUGH", "MAX_STRIDE", "AUTO_MAX_STRIDE", "COARSER_ON_SUBLATTICE", "GRAIN_KINDS", "Grain", "measure_grain", "learned_grain", "parse_grain", "describe_strides"]
 
 WHITE_ENOUGH = 0.1  # lag-s correlation at or below which a sub-lattice's noise counts as white
 MAX_STRIDE = 4
 AUTO_MAX_STRIDE = 2
 COARSER_ON_SUBLATTICE = 1.4
+# Noise kinds whose grain a model learns to remove on the whole grid: such a model runs whole under "auto"
+# (on sub-lattices it would remove its grain twice, and texture with it).
+GRAIN_KINDS = frozenset({"ct", "ct-projection", "mr-kspace", "us-speckle"})
 _THROUGH_PLANE = 0.5  # lag-1 correlation between slices above which slices are split in two
 _MIN_SLICES = 8  # thinner volumes keep every slice together
 
@@ -54,7 +57,9 @@ class Grain:
         measured: the strides that would make the noise white (the rule above, before the cap).
         correlation: the noise correlation at lags 1..4 along y and along x (empty when not measured).
         correlation_z: lag-1 correlation between slices (None when not measured).
-        chosen_by: "measured" or "user".
+        chosen_by: "measured"; "user"; or "model" (a model trained on grain runs whole).
+        confirmed: for a measured grain, whether the sub-lattice confirmed it (False: the kernel's correlation
+            was read as anatomy, see above).
     """
 
     strides: Strides
@@ -62,6 +67,7 @@ class Grain:
     correlation: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
     correlation_z: float | None = None
     chosen_by: str = "measured"
+    confirmed: bool = True
 
     @property
     def whole(self) -> bool:
@@ -73,9 +79,14 @@ class Grain:
         how = describe_strides(self.strides)
         if self.chosen_by == "user":
             return f"grain set to {'×'.join(map(str, self.strides))} (z×y×x): {how}"
+        if self.chosen_by == "model":
+            return f"model trained on scanner grain: {how}"
         if not self.correlation[0]:
             return f"noise grain not measurable: {how}"
         lag1 = max(self.correlation[0][0], self.correlation[1][0])
+        if not self.confirmed:
+            return (f"neighbour correlation {lag1:.2f} in flat patches, but every other voxel's noise is no coarser: "
+                    f"read as anatomy, {how}")
         if self.whole:
             return f"noise nearly white (neighbour correlation {lag1:.2f}): {how}"
         width = max((self.measured or self.strides)[1:])
@@ -84,11 +95,11 @@ class Grain:
 
 
 def describe_strides(strides: Strides) -> str:
-    """``denoised on 2×2 sub-grids`` (in-plane), ``… × 2 through-plane``, or ``denoised whole``."""
+    """``denoised on 2×2 sub-grids in-plane`` (``… and 2 sub-grids through-plane``), or ``denoised whole``."""
     if tuple(strides) == (1, 1, 1):
         return "denoised whole"
     text = f"denoised on {strides[1]}×{strides[2]} sub-grids in-plane"
-    return text + (f", every {strides[0]}th slice apart" if strides[0] > 1 else "")
+    return text + (f" and {strides[0]} sub-grids through-plane" if strides[0] > 1 else "")
 
 
 def _stride(correlations: tuple[float, ...]) -> int:
@@ -124,8 +135,13 @@ def measure_grain(estimate: NoiseEstimate, image: np.ndarray) -> Grain:
     measured = (stride_z, min(_stride(along_y), max(1, height // 16)), min(_stride(along_x), max(1, width // 16)))
     strides = tuple(min(s, AUTO_MAX_STRIDE) for s in measured)
     if strides != (1, 1, 1) and not _coarser_on_sublattice(image, strides, estimate.fine_scale_sigma):
-        strides = measured = (1, 1, 1)
+        return Grain((1, 1, 1), (1, 1, 1), (along_y, along_x), z, confirmed=False)
     return Grain(strides, measured, (along_y, along_x), z)
+
+
+def learned_grain(noise_kinds: list[str]) -> bool:
+    """Whether a model trained on these noise kinds learned scanner grain (it then runs whole under auto)."""
+    return bool(GRAIN_KINDS.intersection(noise_kinds))
 
 
 def _coarser_on_sublattice(image: np.ndarray, strides: Strides, fine_scale_sd: float) -> bool:
