@@ -131,7 +131,7 @@ def _denoise_one(models: _Models, source: Path, target: Path, args, label: str) 
     for message in result.messages:
         print(f"medical-denoise: note: {source}: {message}", file=sys.stderr)
     if result.network not in ("none", denoiser.name):
-        chosen += f", this 2D image through its planar twin {result.network}"
+        chosen += f", slice by slice through its planar twin {result.network}"  # a 2D image, or one-slice sub-grids
     print(f"{source} -> {target}: {result.modality}, model {chosen}, noise SD "
           f"{result.estimated_sigma:.4g} estimated, {result.used_sigma:.4g} used, {result.seconds:.1f} s on "
           f"{result.device}; {result.grain.describe()}", flush=True)
