@@ -16,6 +16,11 @@ from ..io.writing import write_volume
 from ..inference.normalization import MODALITIES, guess_modality
 from ..models.registry import default_model_name
 from ..evaluation.preview import comparison_png
+from ..adaptation.fine_tune import DEFAULT_MINUTES, adapt_to_scan
+from ..adaptation.fitted_series import other_series_note
+from ..models.model_files import save_model
+from .adapt_command import check_model_output, minutes
+from .batch_ranks import BatchRanks
 from .parent_watch import exit_with_parent
 from .progress import PROGRESS_MODES, make_progress
 
@@ -57,11 +62,21 @@ def add_parser(sub) -> None:
                    help="auto (measure the noise grain and denoise on the sub-grids where it is white), one stride "
                         "for both in-plane axes (1: the whole image, 2: 2x2 sub-grids), or z,y,x strides (1,2,2)")
     p.add_argument("--modality", default="auto", choices=("auto", *MODALITIES), help="intensity normalisation (default: from the file or the intensities)")
+    p.add_argument("--adapt", type=minutes, nargs="?", const=DEFAULT_MINUTES, metavar="MINUTES",
+                   help=f"first fit the model to this scan, on the scan alone, within MINUTES (default {DEFAULT_MINUTES:g}) "
+                        "including the denoising; the shipped model is kept when fitting does not help")
+    p.add_argument("--save-adapted", type=Path, metavar="MODEL", help="with --adapt: also write the adapted model "
+                   "(.safetensors) when one was kept")
     p.add_argument("--preview", type=Path, help="also write a PNG of the middle slice: input | denoised | residual")
     p.add_argument("--progress", default="auto", choices=PROGRESS_MODES, help="bar on a terminal, slicer for 3D Slicer, none")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    p.add_argument("--resume", action="store_true", help="skip inputs whose output exists (outputs appear only "
+                   "once complete), e.g. to finish a batch that was stopped")
     p.add_argument("--exit-with-parent", type=int, metavar="PID",
                    help="stop, writing nothing, once process PID has ended (3D Slicer passes its own)")
+    p.add_argument("--server", metavar="URL", help="denoise on a `medical-denoise serve` server (http://HOST:PORT): "
+                   "the input is read and the output written here, as by a local run")
+    p.add_argument("--token-file", type=Path, metavar="FILE", help="with --server: file holding the server's token")
     p.set_defaults(run=run)
 
 
@@ -69,7 +84,7 @@ def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
     if output.resolve() == input_path.resolve():
         raise OutputError(f"{output}: output would overwrite the input; choose another path")
     if output.exists() and not overwrite and not (output.is_dir() and not any(output.iterdir())):
-        raise OutputError(f"{output}: already exists; use --overwrite to replace it")
+        raise OutputError(f"{output}: already exists; use --overwrite to replace it or --resume to keep it")
     if not output.parent.exists():
         raise OutputError(f"{output}: folder {output.parent} does not exist")
 
@@ -79,7 +94,7 @@ def _jobs(args) -> list[tuple[Path, Path]]:
     if not args.input.exists():
         raise InputError(f"{args.input}: no such file or folder")
     if args.input.is_file() or is_dicom_folder(args.input):
-        _check_output(args.input, args.output, args.overwrite)
+        _check_output(args.input, args.output, args.overwrite or args.resume)
         return [(args.input, args.output)]
     entries = sorted(p for p in args.input.iterdir() if is_image_file(p) or (p.is_dir() and is_dicom_folder(p)))
     if not entries:
@@ -93,7 +108,7 @@ def _jobs(args) -> list[tuple[Path, Path]]:
     jobs = [(entry, args.output / entry.name) for entry in entries]
     if args.output.exists():
         for source, target in jobs:
-            _check_output(source, target, args.overwrite)
+            _check_output(source, target, args.overwrite or args.resume)
     return jobs
 
 
@@ -118,13 +133,36 @@ class _Models:
         return self._loaded[name], f"{name} ({why})"
 
 
+def _adapted(denoiser: Denoiser, volume, args, progress) -> tuple[Denoiser, str]:
+    """``--adapt``: the Denoiser of the model fitted to ``volume`` (or the shipped one when fitting did not help),
+    and what was done, in words."""
+    adaptation = adapt_to_scan(volume, denoiser.model, seconds=args.adapt * 60, modality=args.modality,
+                               device=args.device, progress=lambda f: progress(_ADAPTING_SHARE * f))
+    if not adaptation.kept:
+        return denoiser, adaptation.describe()
+    if args.save_adapted is not None:
+        save_model(args.save_adapted, adaptation.model.network, adaptation.model.card)
+    return Denoiser(adaptation.model, device=args.device, tile_size=args.tile, flips=args.flips), adaptation.describe()
+
+
+# Of the progress bar under --adapt: fitting takes nearly all of the budget, the denoising pass the rest.
+_ADAPTING_SHARE = 0.9
+
+
 def _denoise_one(models: _Models, source: Path, target: Path, args, label: str) -> None:
     volume = read_volume(source)
     denoiser, chosen = models.for_volume(volume)
     progress = make_progress(args.progress, label)
+    adapted = ""
     try:
-        result = denoiser.denoise(volume, strength=args.strength, modality=args.modality, progress=progress,
-                                   grain=args.grain)
+        if args.adapt:
+            denoiser, adapted = _adapted(denoiser, volume, args, progress)
+            adapted = f"; {adapted}"
+        elif (note := other_series_note(denoiser.model.card, volume.array)) is not None:
+            print(f"medical-denoise: note: {source}: {note}", file=sys.stderr)
+        share = _ADAPTING_SHARE if args.adapt else 0.0
+        result = denoiser.denoise(volume, strength=args.strength, modality=args.modality, grain=args.grain,
+                                  progress=lambda f: progress(share + (1 - share) * f))
     finally:
         progress.close()
     write_volume(result.volume, target, reference=volume, overwrite=args.overwrite)
@@ -134,39 +172,49 @@ def _denoise_one(models: _Models, source: Path, target: Path, args, label: str) 
         chosen += f", slice by slice through its planar twin {result.network}"  # a 2D image, or one-slice sub-grids
     print(f"{source} -> {target}: {result.modality}, model {chosen}, noise SD "
           f"{result.estimated_sigma:.4g} estimated, {result.used_sigma:.4g} used, {result.seconds:.1f} s on "
-          f"{result.device}; {result.grain.describe()}", flush=True)
+          f"{result.device}; {result.grain.describe()}{adapted}", flush=True)
     if args.preview is not None:
         preview = args.preview if len(args.jobs) == 1 else args.preview.with_name(f"{target.stem}_{args.preview.name}")
         comparison_png(preview, [("input", volume.array), ("denoised", result.volume.array),
                                  ("residual", volume.array.astype("float32") - result.volume.array)])
 
 
+def _check_adapt_options(args) -> None:
+    if args.save_adapted is None:
+        return
+    if not args.adapt:
+        raise OutputError(f"{args.save_adapted}: --save-adapted needs --adapt")
+    if len(args.jobs) > 1:
+        raise OutputError(f"{args.save_adapted}: --save-adapted takes one input, not a folder of inputs")
+    check_model_output(args.save_adapted, args.overwrite)
+
+
 def run(args) -> int:
     if args.exit_with_parent is not None:
         exit_with_parent(args.exit_with_parent)
-    args.jobs = _jobs(args)
-    models = _Models(args)
-    if args.model:
-        models.for_volume(None)  # a bad --model or device fails before anything is read or written
+    batch = BatchRanks.from_environment(resume=args.resume)  # this process's share when torchrun started several
+    with batch.checks(args):  # every process checks before any writes; sets this process's device
+        args.jobs = _jobs(args)
+        if args.server is not None:  # checked here too: the options, the token, the server and --model
+            from ..server.client import connect, denoise_file
+            models = connect(args)
+        elif args.token_file is not None:
+            raise MedicalDenoiseError(f"{args.token_file}: --token-file goes with --server")
+        else:
+            _check_adapt_options(args)
+            models = _Models(args)
+            if args.model:
+                models.for_volume(None)  # a bad --model or device fails before anything is read or written
     batch_folder = args.output if args.input.is_dir() and args.jobs[0][0] != args.input else None
-    created = batch_folder is not None and not batch_folder.exists()
-    if created:
-        batch_folder.mkdir()
-    failures = 0
-    try:
-        for index, (source, target) in enumerate(args.jobs, 1):
+    with batch.writing(batch_folder, len(args.jobs)):  # then the summary; an empty new folder is removed
+        for index, (source, target) in batch.mine(args.jobs):
             label = f"[{index}/{len(args.jobs)}] {source.name}" if len(args.jobs) > 1 else source.name
             try:
-                _denoise_one(models, source, target, args, label)
+                if args.server is not None:
+                    denoise_file(models, source, target, args, lambda: make_progress(args.progress, label))
+                else:
+                    _denoise_one(models, source, target, args, label)
+                batch.denoised += 1
             except MedicalDenoiseError as exc:
-                if len(args.jobs) == 1:
-                    raise
-                failures += 1
-                print(f"medical-denoise: error: {exc}", file=sys.stderr)
-    finally:
-        if created and not any(batch_folder.iterdir()):
-            batch_folder.rmdir()  # nothing was written: leave no empty output folder behind
-    if failures:
-        print(f"medical-denoise: {failures} of {len(args.jobs)} inputs failed", file=sys.stderr)
-        return 1
-    return 0
+                batch.failed(exc, alone=len(args.jobs) == 1)
+    return batch.exit_code

@@ -1,4 +1,4 @@
-"""Entry point: ``medical-denoise {denoise,demo,models,evaluate}``.
+"""Entry point: ``medical-denoise {denoise,demo,models,evaluate,serve}``.
 
 Errors a user can cause end with one line on stderr and exit code 1, never a traceback (``--debug``
 shows it); an interrupted run exits with 130 and leaves no output behind.
@@ -11,11 +11,11 @@ import sys
 
 from .. import __version__
 from ..errors import Cancelled, MedicalDenoiseError
-from . import demo_command, denoise_command, evaluate_command, models_command
+from . import adapt_command, demo_command, denoise_command, evaluate_command, models_command, serve_command
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (denoise_command, demo_command, models_command, evaluate_command)
+_COMMANDS = (denoise_command, adapt_command, demo_command, models_command, evaluate_command, serve_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ import torch
 
 from ..errors import DeviceError
 
-__all__ = ["DEVICE_CHOICES", "resolve_device", "describe_devices"]
+__all__ = ["DEVICE_CHOICES", "resolve_device", "device_for_local_rank", "describe_devices"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -39,6 +39,26 @@ def resolve_device(choice: str = "auto") -> torch.device:
     if choice == "mps" and not _mps_available():
         raise DeviceError("device 'mps': Apple Metal is not available on this machine; use --device cpu or auto")
     return torch.device(choice)
+
+
+def device_for_local_rank(choice: str, local_rank: int) -> str:
+    """The device choice for process ``local_rank`` of several on one machine (as torchrun numbers them).
+
+    With ``auto`` or ``cuda`` and CUDA present each process gets its own GPU, ``cuda:LOCAL_RANK``, so they
+    never share one; any other choice (the CPU, MPS, an explicit ``cuda:N``) is kept as given.
+
+    Raises:
+        DeviceError: when there are fewer GPUs on this machine than processes asking for one.
+    """
+    choice = (choice or "auto").lower()
+    if choice not in ("auto", "cuda") or not torch.cuda.is_available():
+        return choice
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise DeviceError(f"process {local_rank} on this machine needs a GPU of its own, but only {count} are "
+                          f"visible; start at most {count} processes per machine (--nproc-per-node {count}) "
+                          "or use --device cpu")
+    return f"cuda:{local_rank}"
 
 
 def describe_devices() -> list[str]:

@@ -138,6 +138,7 @@ def _write_file_atomically(array: np.ndarray, geometry: Geometry, path: Path, ex
         problem = _geometry_mismatch(expected, written)
         if problem:
             raise OutputError(f"{path}: {ext} cannot store this image's {problem}; use .nrrd, .nii.gz or .mha")
+        _flush_to_disk(temp)
         for item in sorted(temp.iterdir(), key=lambda f: f.name == path.name):
             os.replace(item, path.parent / item.name)
     except (RuntimeError, OSError) as err:
@@ -159,6 +160,7 @@ def _write_dicom_atomically(array, geometry, path: Path, metadata, modality, ove
     old = path.parent / f"{temp.name}-old"
     try:
         write_dicom_series(array, geometry, temp, metadata=metadata, modality=modality)
+        _flush_to_disk(temp)
         if path.exists():
             # Renaming onto a folder fails on Windows: move the old series aside, then remove it once the
             # new one is in place.
@@ -169,6 +171,14 @@ def _write_dicom_atomically(array, geometry, path: Path, metadata, modality, ove
         raise OutputError(f"{path}: cannot be written as a DICOM series ({_short(err)})") from None
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _flush_to_disk(folder: Path) -> None:
+    """Flushes the files in ``folder`` to disk before they are renamed into place: after a power loss or a
+    node crash, a name that made it to disk then never holds an empty or partial file."""
+    for item in folder.iterdir():
+        with open(item, "rb+") as handle:
+            os.fsync(handle.fileno())
 
 
 def _temporary_folder(path: Path) -> Path:
