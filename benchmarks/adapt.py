@@ -187,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "series, so a minute on them is more training per voxel than three minutes on 256 × 256 × 150.", "",
         *body,
     ])
-    print(section)
-    if args.out:
-        publish(args.out, "adapt", section)
+    publish(section, args.out, "adapt")
     return 0
 
 
