@@ -221,3 +221,43 @@ def test_a_missing_python_slicer_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "SlicerApp-real"))
     with pytest.raises(RuntimeError, match=r"PythonSlicer not found on PATH or in .*bin"):
         findPythonSlicer(searchPath=str(tmp_path))
+
+
+def _finished_job(tmp_path: Path, code: str, *options: str) -> BackgroundJob:
+    """A child that runs ``code``; ``options`` stand for the command line's own (they change what is parsed)."""
+    (tmp_path / "out.nii").write_bytes(b"")
+    job = BackgroundJob([sys.executable, "-c", code, *options], tmp_path / "out.nii", tmp_path / "work")
+    job.wait(timeout=60)
+    return job
+
+
+_GRAIN = ("grain ≈ 3 voxels in-plane (neighbour correlation 0.61): denoised on 2×2 sub-grids in-plane (wider "
+          "sub-grids would cost anatomy; --grain sets them)")
+_ADAPTED = "adapted to this scan: 120 steps of 0.70 s, held-back loss -1.20% (± 0.30%)"
+
+
+@pytest.mark.parametrize("adaptation", [_ADAPTED, "adapting did not help (12 steps of 0.70 s, held-back loss +0.10% "
+                                                   "(± 0.40%)): the shipped model is used"])
+def test_the_summary_of_an_adapt_run_gives_the_grain_and_the_adaptation_apart(tmp_path, adaptation):
+    line = f"CT.nii -> output.nii: mr, model m (chosen with --model), noise SD 2 estimated, 2 used, 1.0 s on cuda; " \
+           f"{_GRAIN}; {adaptation}"
+    job = _finished_job(tmp_path, f"print({line!r})", "--adapt", "3")
+    assert job.poll() == "succeeded"
+    assert (job.deviceUsed, job.grainUsed, job.adaptationUsed) == ("cuda", _GRAIN, adaptation)
+    assert job.summary == line
+
+
+def test_without_adapt_the_whole_rest_of_the_summary_is_the_grain(tmp_path):
+    job = _finished_job(tmp_path, f"print('a -> b: mr, model m, 1.0 s on cpu; {_GRAIN}')")
+    assert (job.deviceUsed, job.grainUsed, job.adaptationUsed) == ("cpu", _GRAIN, "")
+
+
+@pytest.mark.parametrize("message", [
+    "http://gpu-server:8765: cannot reach the server (connection refused); is `medical-denoise serve` running there?",
+    "http://gpu-server:8765: the server refused the token (401); set the token the server was started with",
+    "CT.nrrd: the server's job failed: CT.nrrd: every voxel is NaN",
+])
+def test_a_server_error_is_shown_as_the_command_line_wrote_it(tmp_path, message):
+    job = _failed_job(tmp_path, f"import sys\nprint('medical-denoise: error: ' + {message!r}, file=sys.stderr)\n"
+                                "sys.exit(1)")
+    assert job.error == message

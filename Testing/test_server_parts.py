@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import pytest
 
@@ -9,7 +10,7 @@ from MedicalDenoiseLib.server.auth import token_matches
 from MedicalDenoiseLib.server.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job, JobStore, QueueFull
 from MedicalDenoiseLib.server.options import JobOptions, OptionError, parse_options
 from MedicalDenoiseLib.server.settings import is_loopback
-from MedicalDenoiseLib.server.uploads import UploadTooLarge, save_upload
+from MedicalDenoiseLib.server.uploads import UploadTooLarge, _raw_nrrd_complete, nrrd_is_raw, save_upload
 
 
 def test_token_must_be_a_bearer_token_equal_to_the_servers():
@@ -127,3 +128,28 @@ def test_an_upload_stops_growing_at_the_limit_and_leaves_no_file(tmp_path):
     with pytest.raises(UploadTooLarge):
         asyncio.run(save_upload(_chunks(b"a" * 600, b"b" * 401), tmp_path / "v.nrrd", limit=1000))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.nrrd"]
+
+
+def _raw_nrrd(*fields: str, sizes: str = "4 4 4", data: bytes | None = None) -> bytes:
+    lines = ["NRRD0004", "type: float", f"dimension: {len(sizes.split())}", f"sizes: {sizes}", "endian: little",
+             *fields]
+    return ("\n".join(lines) + "\n\n").encode() + (bytes(4 * 64) if data is None else data)
+
+
+def test_only_a_whole_uncompressed_scalar_nrrd_skips_the_full_read(tmp_path):
+    path = tmp_path / "u.nrrd"
+    cases = [
+        (_raw_nrrd("encoding: raw"), True),
+        (_raw_nrrd("encoding: raw", "# a comment", "key:=value"), True),
+        (_raw_nrrd("encoding: raw", data=bytes(4 * 64 - 1)), False),  # cut short
+        (_raw_nrrd("encoding: raw", data=bytes(4 * 64 + 1)), False),  # more than promised
+        (_raw_nrrd("encoding: raw", "byte skip: 4"), False),
+        (_raw_nrrd("encoding: gzip", data=gzip.compress(bytes(4 * 64))), False),
+        (_raw_nrrd("encoding: raw", sizes="4 4 4 2", data=bytes(4 * 128)), False),  # 4D: the full read refuses it
+        (_raw_nrrd("encoding: raw").replace(b"\n", b"\r\n"), False),
+        (b"NRRD0004\ntype: float\n", False),
+    ]
+    for data, skips in cases:
+        path.write_bytes(data)
+        assert _raw_nrrd_complete(path) is skips, data[:120]
+        assert nrrd_is_raw(path) is (b"encoding: raw\n" in data)

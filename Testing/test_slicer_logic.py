@@ -3,7 +3,9 @@ at start-up: application logic, layout logic, and a slice logic per view."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -223,7 +225,7 @@ def test_the_denoise_buttons_path_through_a_python_slicer_launcher(scene, ct_nod
     assert job.command[0] == str(python_slicer)
     assert job.wait(timeout=120) == "succeeded", job.error
     voxels = int(np.prod(slicer.util.arrayFromVolume(ct_node).shape))
-    for handed in (job.workDir / "input.nii", job.outputPath):  # compressing them would only cost time
+    for handed in (job.workDir / "CT.nii", job.outputPath):  # compressing them would only cost time
         assert _is_uncompressed_nifti(handed, voxels), handed
     output = logic.loadBackgroundResult(job)
     assert output.GetID() == chosen.GetID() and not job.workDir.exists()
@@ -314,3 +316,261 @@ def test_show_comparison_fits_both_views_to_the_whole_volume(scene, ct_node, tin
         extent = xy.max(axis=0) - xy.min(axis=0)
         assert max(extent[0] / width, extent[1] / height) == pytest.approx(1.0), \
             f"{view}: the volume fills {extent} of a {width} x {height} view"
+
+
+# --- Server... device and Adapt to this scan ----------------------------------------------------------------
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+def _write_child(folder, body: str):
+    """An executable that stands in for the interpreter the logic starts: it is given ``-m
+    MedicalDenoiseLib.cli.main denoise ...`` and runs ``body`` (``argv`` holds what follows ``-m module``)."""
+    path = folder / "child-python"
+    path.write_text(f"#!{sys.executable}\nimport sys\nassert sys.argv[1:3] == ['-m', 'MedicalDenoiseLib.cli.main']\n"
+                    f"argv = sys.argv[3:]\n{body}\n", encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+def _scene_xml(scene) -> str:
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    return scene.GetSceneXMLString()
+
+
+def _option(command: list, name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+@posix_only
+def test_a_server_run_gets_the_address_and_a_token_file_only_its_owner_reads(scene, ct_node, tmp_path):
+    # The child reports what it was given (the token file's text, mode and place), then fails as a server does.
+    report = tmp_path / "child.json"
+    child = _write_child(tmp_path, f"""
+import json, os, stat
+token_file = argv[argv.index('--token-file') + 1]
+json.dump({{"token": open(token_file).read(), "mode": stat.S_IMODE(os.stat(token_file).st_mode),
+           "folder": os.path.dirname(token_file)}}, open({str(report)!r}, 'w'))
+print('medical-denoise: error: http://gpu-server:8765: the server refused the token (401)', file=sys.stderr)
+sys.exit(1)""")
+    logic = MedicalDenoiseLogic(scene)
+    ids = _node_ids(scene)
+    job = logic.startBackground(ct_node, model="tiny-test", device="cuda", server=" http://gpu-server:8765 ",
+                                token=f" {TOKEN}\n", pythonExecutable=str(child))
+    command = job.command
+    assert _option(command, "--server") == "http://gpu-server:8765" and "--device" not in command
+    assert _option(command, "--model") == "tiny-test"
+    source = command[command.index("denoise") + 1]
+    assert source == str(job.workDir / "CT.nii") and job.outputPath == job.workDir / "output.nii"
+    assert read_volume(source).array.tobytes() == slicer.util.arrayFromVolume(ct_node).tobytes()
+    assert not any(TOKEN in part for part in command)
+    assert job.wait(timeout=60) == "failed"
+    seen = json.loads(report.read_text())
+    assert seen == {"token": TOKEN, "mode": 0o600, "folder": str(job.workDir)}
+    assert _option(command, "--token-file") == str(job.workDir / "server-token")
+    assert oct(job.workDir.stat().st_mode & 0o777) == oct(0o700)
+    assert TOKEN not in _scene_xml(scene)
+    # What went wrong on the server is shown as the command line said it, and the scene is left alone.
+    with pytest.raises(RuntimeError) as raised:
+        logic.loadBackgroundResult(job)
+    assert str(raised.value) == "http://gpu-server:8765: the server refused the token (401)"
+    assert _node_ids(scene) == ids and not job.workDir.exists()
+
+
+def test_a_server_run_without_a_token_passes_no_token_file(scene, ct_node, tmp_path):
+    child = _write_child(tmp_path, "sys.exit(3)")
+    job = MedicalDenoiseLogic(scene).startBackground(ct_node, server="http://127.0.0.1:8765", token="",
+                                                      pythonExecutable=str(child))
+    try:
+        assert "--token-file" not in job.command and not (job.workDir / "server-token").exists()
+        assert job.wait(timeout=60) == "failed" and "exit status 3" in job.error
+    finally:
+        job.cleanup()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"server": "gpu-server:8765"}, "give it as http://host:port"),
+    ({"server": ""}, "give it as http://host:port"),
+    ({"server": "ftp://gpu-server"}, "give it as http://host:port"),
+    ({"server": "http://gpu-server:8765", "adaptMinutes": 3}, "cannot be combined with a server"),
+    ({"server": "http://gpu-server:8765", "model": "MODEL_FILE"}, "model file tiny.safetensors stays on this computer"),
+    ({"server": "http://gpu-server:8765", "token": "two words"}, "single word"),
+    ({"adaptMinutes": 0}, "above 0"),
+])
+def test_server_and_adapt_options_are_checked_before_anything_is_written(scene, ct_node, tiny_model_file, tmp_path,
+                                                                         monkeypatch, options, message):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    if options.get("model") == "MODEL_FILE":
+        options["model"] = str(tiny_model_file)
+    ids = _node_ids(scene)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MedicalDenoiseLogic(scene).startBackground(ct_node, **options)
+    assert _node_ids(scene) == ids and not list(tmp_path.glob("MedicalDenoise-*"))
+
+
+def test_adapt_passes_the_budget_and_where_to_write_the_adapted_model(scene, ct_node, tmp_path):
+    child = _write_child(tmp_path, "sys.exit(3)")
+    job = MedicalDenoiseLogic(scene).startBackground(ct_node, device="cpu", adaptMinutes=2.5,
+                                                      pythonExecutable=str(child))
+    try:
+        assert _option(job.command, "--adapt") == "2.5" and _option(job.command, "--device") == "cpu"
+        assert _option(job.command, "--save-adapted") == str(job.workDir / "adapted.safetensors")
+        assert job.request.adaptMinutes == 2.5 and job.request.server is None
+        assert "--server" not in job.command and "--token-file" not in job.command
+    finally:
+        job.cleanup()
+
+
+# The real command line, with the adaptation's clock read as one second per reading: a fixed number of training
+# steps, whatever the machine's speed, so whether adapting helps does not depend on it.
+_TICKING_CHILD = """
+import itertools, types
+from MedicalDenoiseLib.adaptation import fine_tune
+ticks = itertools.count()
+fine_tune.time = types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
+from MedicalDenoiseLib.cli.main import main
+sys.exit(main(argv))"""
+
+
+def _kspace_node(scene, name: str, seed: int = 0):
+    """A 20×64×64 MR-like volume with noise acquired in k-space (the smallest that adapting takes)."""
+    from MedicalDenoiseLib.noise import noise_kind
+
+    clean = phantom((20, 64, 64), seed=seed)
+    noise = noise_kind("mr-kspace").fixed(sigma=0.04, acquired=(0.8, 0.6, 0.6), acquisition="3d", coils=1)
+    noisy = noise.simulate(clean, np.random.default_rng(seed)).noisy
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    slicer.util.updateVolumeFromArray(node, np.rint(noisy * 1000).astype(np.int16))
+    node.SetSpacing(0.9, 0.9, 1.2)
+    return node
+
+
+def test_an_adapt_run_keeps_the_adapted_model_for_this_session_and_for_its_series_only(scene, tiny_model_file,
+                                                                                        tmp_path):
+    child = _write_child(tmp_path, _TICKING_CHILD)
+    logic = MedicalDenoiseLogic(scene)
+    mr = _kspace_node(scene, "MR T1 (3D)")
+    job = logic.startBackground(mr, model=str(tiny_model_file), device="cpu", adaptMinutes=0.6,
+                                pythonExecutable=str(child))
+    assert job.wait(timeout=600) == "succeeded", job.error
+    assert job.adaptationUsed.startswith("adapted to this scan: "), job.summary
+    assert job.grainUsed and not job.grainUsed.endswith(job.adaptationUsed)
+    output = logic.loadBackgroundResult(job)
+    assert output.GetName() == "MR T1 (3D) denoised (tiny-adapted)" and not job.workDir.exists()
+
+    (adapted,) = list(logic.adaptedModels)
+    assert job.adaptedModel == adapted
+    assert adapted.label == "tiny-test-adapted (fitted to MR T1 (3D))"
+    assert (adapted.inputID, adapted.fittedFile) == (mr.GetID(), "MR_T1_3D.nii")
+    assert adapted.fittedTo == "'MR T1 (3D)' (MR_T1_3D.nii)"
+    assert adapted.path.is_file() and job.workDir not in adapted.path.parents
+    assert logic.adaptedModels.get(str(adapted.path)) == adapted
+    from MedicalDenoiseLib.adaptation.fitted_series import fitted_to, voxels_sha256
+    from MedicalDenoiseLib.models.model_files import load_model
+    assert fitted_to(load_model(adapted.path).card) == ("MR_T1_3D.nii", voxels_sha256(slicer.util.arrayFromVolume(mr)))
+
+    # On its own series (or the same voxels loaded again) it is used as it is.
+    assert logic.adaptedModelWarning(str(adapted.path), mr) is None
+    again = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "MR T1 (3D) loaded again")
+    slicer.util.updateVolumeFromArray(again, slicer.util.arrayFromVolume(mr).copy())
+    assert logic.adaptedModelWarning(str(adapted.path), again) is None
+    # On another series it is flagged, and starting it there needs the user's confirmation.
+    other = _kspace_node(scene, "another MR", seed=1)
+    warning = logic.adaptedModelWarning(str(adapted.path), other)
+    assert warning and "fitted to another series, 'MR T1 (3D)' (MR_T1_3D.nii), not to 'another MR'" in warning
+    ids = _node_ids(scene)
+    with pytest.raises(ValueError, match="fitted to another series"):
+        logic.startBackground(other, model=str(adapted.path), device="cpu", pythonExecutable=str(child))
+    with pytest.raises(ValueError, match="fitted to another series"):
+        logic.process(other, model=str(adapted.path), device="cpu")
+    assert _node_ids(scene) == ids
+    # An edited volume is another series too: the hash follows the voxels, not the node.
+    edited = slicer.util.arrayFromVolume(mr)
+    edited[0, 0, 0] += 1
+    slicer.util.arrayFromVolumeModified(mr)
+    assert logic.adaptedModelWarning(str(adapted.path), mr) is not None
+    confirmed = logic.startBackground(other, model=str(adapted.path), device="cpu", acceptOtherSeries=True,
+                                      pythonExecutable=str(child))
+    confirmed.cleanup()
+
+    # Saved where the user chooses; a saved adapted model, loaded as a model file, is still known by its card.
+    saved = logic.adaptedModels.save(str(adapted.path), tmp_path / "mine")
+    assert saved == tmp_path / "mine.safetensors" and saved.read_bytes() == adapted.path.read_bytes()
+    assert "fitted to another series, MR_T1_3D.nii, not to 'another MR'" in logic.adaptedModelWarning(str(saved), other)
+    assert logic.adaptedModelWarning(str(tiny_model_file), other) is None  # not an adapted model
+    logic.adaptedModels.removeFiles()
+    assert not adapted.path.exists() and list(logic.adaptedModels) == []
+
+
+def test_an_adapt_run_that_did_not_help_adds_no_model(scene, tiny_model_file, tmp_path):
+    # A child that denoises nothing and, as the command line does when adapting did not help, writes no model.
+    child = _write_child(tmp_path, """
+import shutil
+shutil.copyfile(argv[1], argv[2])
+print(f"{argv[1]} -> {argv[2]}: mr, model tiny-test, noise SD 22.7 estimated, 22.7 used, 0.5 s on cpu; grain white: "
+      "denoised whole; adapting did not help (30 steps of 0.50 s, held-back loss +0.10% (± 0.40%)): the shipped "
+      "model is used")""")
+    logic = MedicalDenoiseLogic(scene)
+    mr = _kspace_node(scene, "MR")
+    job = logic.startBackground(mr, model=str(tiny_model_file), device="cpu", adaptMinutes=0.1,
+                                pythonExecutable=str(child))
+    assert job.wait(timeout=60) == "succeeded", job.error
+    assert job.adaptationUsed.startswith("adapting did not help") and job.grainUsed == "grain white: denoised whole"
+    output = logic.loadBackgroundResult(job)
+    assert output.GetName() == "MR denoised (tiny)"
+    assert job.adaptedModel is None and list(logic.adaptedModels) == []
+
+
+def test_a_too_small_volume_for_adapting_fails_with_the_reason(scene, ct_node, tiny_model_file):
+    logic = MedicalDenoiseLogic(scene)
+    ids = _node_ids(scene)
+    job = logic.startBackground(ct_node, model=str(tiny_model_file), device="cpu", adaptMinutes=0.1)
+    assert job.wait(timeout=300) == "failed"
+    assert "too small to adapt on" in job.error and "CT.nii" in job.error
+    with pytest.raises(RuntimeError, match="too small to adapt on"):
+        logic.loadBackgroundResult(job)
+    assert _node_ids(scene) == ids and list(logic.adaptedModels) == []
+
+
+def test_the_server_device_against_a_real_server_gives_what_a_local_run_gives(scene, ct_node, tiny_model_file,
+                                                                               tmp_path, monkeypatch):
+    from server_support import Server, tiny_registry  # `medical-denoise serve` in a child process, the tiny model
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the local run computes with two threads, as the server does
+    server = Server(tmp_path / "server", tiny_registry(tmp_path / "resources", tiny_model_file), token=TOKEN)
+    logic = MedicalDenoiseLogic(scene)
+    ids = _node_ids(scene)
+    try:
+        # A wrong token: the server's refusal, in one line, and the scene as it was.
+        job = logic.startBackground(ct_node, model="tiny-test", server=server.url, token="not-the-token")
+        assert job.wait(timeout=300) == "failed"
+        assert "token refused by the server (401)" in job.error and "\n" not in job.error, job.error
+        with pytest.raises(RuntimeError, match=re.escape(job.error)):
+            logic.loadBackgroundResult(job)
+        assert _node_ids(scene) == ids and not job.workDir.exists()
+
+        job = logic.startBackground(ct_node, model="tiny-test", server=server.url, token=TOKEN)
+        assert job.wait(timeout=300) == "succeeded", job.error
+        assert job.progress == 1.0 and job.deviceUsed == "cpu" and job.request.server == server.url
+        served = logic.loadBackgroundResult(job)
+        assert served.GetName() == "CT denoised (tiny-test)" and not job.workDir.exists()
+        assert TOKEN not in _scene_xml(scene)
+        assert server.wait_until_work_dir_empty() == []
+
+        job = logic.startBackground(ct_node, model=str(tiny_model_file), device="cpu")
+        assert job.wait(timeout=300) == "succeeded", job.error
+        local = logic.loadBackgroundResult(job)
+        served_array, local_array = (slicer.util.arrayFromVolume(n) for n in (served, local))
+        assert served_array.dtype == np.int16 and np.array_equal(served_array, local_array)
+        assert not np.array_equal(served_array, slicer.util.arrayFromVolume(ct_node))  # it did denoise
+        assert np.array_equal(_ijk_to_ras(served), _ijk_to_ras(ct_node))
+    finally:
+        server.stop()
+    # The server gone: unreachable, said in one line.
+    ids = _node_ids(scene)
+    job = logic.startBackground(ct_node, model="tiny-test", server=server.url, token=TOKEN)
+    assert job.wait(timeout=300) == "failed"
+    assert f"server unreachable at {server.url}" in job.error and "\n" not in job.error, job.error
+    job.cleanup()
+    assert _node_ids(scene) == ids

@@ -382,3 +382,127 @@ def test_extension_index_entry():
     assert category and category.group(1) == entry["category"], "category differs from EXTENSION_CATEGORY"
     depends = re.search(r'set\(EXTENSION_DEPENDS\s+"?([^")]*)"?\)', top)
     assert depends and "PyTorch" in depends.group(1).split(), "EXTENSION_DEPENDS should name PyTorch"
+
+
+# --- Server... device and Adapt to this scan -------------------------------------------------------------
+
+
+def _module_constant(name: str):
+    for node in _module_tree().body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value) if not isinstance(node.value, ast.List) else \
+                [ast.literal_eval(e) if isinstance(e, ast.Constant) else _module_constant(e.id) for e in node.value.elts]
+    raise AssertionError(f"MedicalDenoise.py has no constant {name}")
+
+
+def _connections(method: ast.FunctionDef) -> dict[str, tuple[str, str]]:
+    """``self.ui.W.connect("signal", self.slot)`` in ``method``: {W: (signal, slot)}."""
+    found = {}
+    for call in ast.walk(method):
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "connect"
+                and isinstance(call.func.value, ast.Attribute) and len(call.args) == 2):
+            found[call.func.value.attr] = (ast.literal_eval(call.args[0]), ast.unparse(call.args[1]))
+    return found
+
+
+def _layout_of(widget_name: str) -> str:
+    """The name of the layout that holds ``widget_name`` directly."""
+    for layout in _ui_root().iter("layout"):
+        if any(w.get("name") == widget_name for item in layout.findall("item") for w in item.findall("widget")):
+            return layout.get("name")
+    raise AssertionError(f"{widget_name} is in no layout")
+
+
+def _has_statement(function: ast.AST, source: str) -> bool:
+    """Whether ``function`` holds the statement ``source`` (compared as the parser reads both)."""
+    return ast.unparse(ast.parse(source)) in ast.unparse(function)
+
+
+def _calls(function: ast.AST, name: str) -> list[ast.Call]:
+    return [c for c in ast.walk(function) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+            and c.func.attr == name]
+
+
+def test_the_panel_has_the_server_and_adapt_widgets_bound_to_their_parameters():
+    widgets = _ui_widgets()
+    expected = {"serverUrlLineEdit": ("QLineEdit", "serverUrl"), "serverTokenButton": ("QPushButton", None),
+                "adaptCheckBox": ("QCheckBox", "adaptToScan"), "adaptMinutesSpinBox": ("QSpinBox", "adaptMinutes"),
+                "saveAdaptedModelButton": ("QPushButton", None), "adaptedModelLabel": ("QLabel", None)}
+    for name, (widget_class, parameter) in expected.items():
+        assert name in widgets and widgets[name].get("class") == widget_class, name
+        assert _property(widgets[name], "SlicerParameterName") == parameter, name
+    assert _property(widgets["serverUrlLineEdit"], "placeholderText") == "http://gpu-server:8765"
+    minutes = {p.get("name"): p.findtext("number") for p in widgets["adaptMinutesSpinBox"].findall("property")}
+    assert minutes["value"] == "3" and int(minutes["minimum"]) >= 1
+    # "Adapt to this scan" sits beside Denoise; the URL and the Token button beside each other.
+    assert _layout_of("adaptCheckBox") == _layout_of("applyButton") == _layout_of("adaptMinutesSpinBox")
+    assert _layout_of("serverUrlLineEdit") == _layout_of("serverTokenButton")
+    fields = _parameter_fields()
+    assert "server" in _module_constant("_DEVICES") and "_DEVICES" in ast.unparse(fields["device"])
+    assert ast.unparse(fields["adaptMinutes"]).startswith("Annotated[int")
+    connected = _connections(_methods("MedicalDenoiseWidget")["setup"])
+    assert connected["serverTokenButton"] == ("clicked(bool)", "self.onServerTokenButton")
+    assert connected["saveAdaptedModelButton"] == ("clicked(bool)", "self.onSaveAdaptedModelButton")
+    assert {"onServerTokenButton", "onSaveAdaptedModelButton"} <= set(_methods("MedicalDenoiseWidget"))
+
+
+def test_the_server_token_lives_in_slicer_settings_never_in_the_scene():
+    setting = _module_constant("_TOKEN_SETTING")
+    assert setting.startswith("MedicalDenoise/")
+    assert not [f for f in _parameter_fields() if "token" in f.lower()], "the token must not be a parameter"
+    assert not [n for n, w in _ui_widgets().items() if "token" in (_property(w, "SlicerParameterName") or "").lower()]
+    methods = _methods("MedicalDenoiseWidget")
+    dialog = methods["onServerTokenButton"]
+    assert [ast.unparse(c.args[0]) for c in _calls(dialog, "setTextEchoMode")] == ["qt.QLineEdit.Password"]
+    assert [ast.unparse(c.args[0]) for c in _calls(dialog, "setValue")] == ["_TOKEN_SETTING"]
+    assert "QSettings" in ast.unparse(dialog)
+    # The Denoise button reads it there and hands it to the logic, which writes the private token file.
+    apply = methods["onApplyButton"]
+    (start,) = _calls(apply, "startBackground")
+    keywords = {k.arg: ast.unparse(k.value) for k in start.keywords}
+    assert keywords["server"] == "server" and keywords["token"] == "token"
+    assert "_TOKEN_SETTING" in ast.unparse(apply)
+    # Nowhere is a token written into the parameter node.
+    for function in ast.walk(_class("MedicalDenoiseWidget")):
+        if isinstance(function, ast.Assign):
+            for target in function.targets:
+                text = ast.unparse(target)
+                assert not ("_parameterNode" in text and "token" in text.lower()), text
+
+
+def test_adapt_and_server_exclude_each_other_and_say_why():
+    modified = _methods("MedicalDenoiseWidget")["onParameterNodeModified"]
+    assert _has_statement(modified, "server, adapting = p.device == _SERVER, p.adaptToScan and p.device != _SERVER")
+    assert _has_statement(modified, "self.ui.adaptCheckBox.enabled = not running and not server")
+    assert _has_statement(modified, "self.ui.adaptCheckBox.toolTip = _ADAPT_OFF_ON_SERVER if server else self._adaptToolTip")
+    assert _has_statement(modified, "self._enableServerChoice(not adapting)")
+    assert "adapting runs on this computer" in _module_constant("_ADAPT_OFF_ON_SERVER")
+    assert "adapting runs on this computer" in _module_constant("_SERVER_OFF_WHILE_ADAPTING")
+    greys = _methods("MedicalDenoiseWidget")["_enableServerChoice"]
+    assert _calls(greys, "setEnabled") and "_SERVER_OFF_WHILE_ADAPTING" in ast.unparse(greys)
+    apply = _methods("MedicalDenoiseWidget")["onApplyButton"]
+    assert _has_statement(apply, "adaptMinutes = p.adaptMinutes if p.adaptToScan and not server else None")
+
+
+def test_an_adapted_model_is_used_on_another_series_only_once_the_user_confirms():
+    apply = _methods("MedicalDenoiseWidget")["onApplyButton"]
+    (check,) = _calls(apply, "adaptedModelWarning")
+    (confirm,) = _calls(apply, "confirmOkCancelDisplay")
+    (start,) = _calls(apply, "startBackground")
+    assert check.lineno < confirm.lineno < start.lineno
+    keywords = {k.arg: ast.unparse(k.value) for k in start.keywords}
+    assert keywords["acceptOtherSeries"] == "bool(warning)" and keywords["adaptMinutes"] == "adaptMinutes"
+    assert _has_statement(apply, "self.ui.statusLabel.text = f'Warning: {warning}'")
+    # The panel names the series the chosen adapted model was fitted to, and warns in the status line.
+    shown = _methods("MedicalDenoiseWidget")["_updateAdaptedModel"]
+    assert "adapted.fittedTo" in ast.unparse(shown)
+    assert _has_statement(shown, "self.ui.statusLabel.text = f'Warning: {warning}'")
+
+
+def test_adapted_models_are_listed_saved_and_removed_with_the_session():
+    methods = _methods("MedicalDenoiseWidget")
+    assert "self.logic.adaptedModels" in ast.unparse(methods["_populateModelSelector"])
+    save = methods["onSaveAdaptedModelButton"]
+    assert _calls(save, "getSaveFileName") and _calls(save, "save")
+    assert "removeFiles" in _called_attributes(methods["cleanup"])
+    assert "_populateModelSelector" in _called_attributes(methods["onPollTimer"])

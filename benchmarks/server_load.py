@@ -7,22 +7,28 @@ Starts a real server (a child process on a free loopback port, its default queue
   input's grid and pixel type), refused with 503 (queue full: the client may retry later), or anything else,
   listed as it came. *Lost* counts accepted jobs that did not end with a download; the work folder must be
   empty afterwards.
-- **round trip**: one ``--size``³ volume denoised in this process with ``Denoiser.denoise`` (model loaded and
-  warmed up first), and the same volume sent through the server (warm: the load part loaded the model):
-  upload, poll, download; the two alternate ``--repeats`` times. *Overhead* is the round trip beyond the
-  server's own denoise of the same job; the fastest round trip against the fastest in-process denoise is
-  shown too.
+- **round trip**: one ``--size``³ volume, a NRRD file as users have them, denoised with the command line as a
+  user runs it: ``medical-denoise denoise IN OUT`` on this machine, and ``medical-denoise denoise IN OUT
+  --server URL`` through the server (warm: the load part loaded its model), both through the command line's
+  ``main`` in this process (a new process adds the same start-up to both; it is measured once, apart); the two
+  alternate ``--repeats`` times, and each output is compared with the local one. *Overhead* is what the trip
+  through the server costs beyond the denoise: the ``--server`` run's time beyond the server's own denoise (its
+  summary line), less what the local run spends beyond its denoise other than loading the model (reading IN,
+  writing OUT, which both runs do). The bare HTTP round trip of the same upload (what the client sends: an
+  uncompressed NRRD) is measured too, without the command line around it.
 
 The server's peak resident memory is ``VmHWM`` of its process (Linux ``/proc``).
 
 Usage:
     python benchmarks/server_load.py --out docs/benchmarks.md
-    python benchmarks/server_load.py --clients 4 --load-size 24 --size 48 --model tiny-test   # a quick look
+    python benchmarks/server_load.py --clients 4 --load-size 24 --size 48 --repeats 1   # a quick look
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
+import io
 import json
 import os
 import re
@@ -36,7 +42,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import numpy as np
 import torch
@@ -45,11 +51,13 @@ from _common import LIBRARY_PARENT, command_line, ensure_library_importable, mac
 from speed_memory import phantom
 
 ensure_library_importable()
+from MedicalDenoiseLib.cli.main import main as cli_main  # noqa: E402
 from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
 from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
 from MedicalDenoiseLib.io.volume import Geometry, Volume  # noqa: E402
 from MedicalDenoiseLib.io.writing import write_volume  # noqa: E402
 from MedicalDenoiseLib.models.registry import default_model_name  # noqa: E402
+from MedicalDenoiseLib.server.client import encode_nrrd  # noqa: E402
 
 MIB = 2**20
 _POLL_S = 0.1
@@ -179,24 +187,67 @@ def load(server: Server, clients: int, size: int, model: str, folder: Path) -> d
             "upload_mib": len(data) / MIB}
 
 
+def _cli_run(arguments: list[str]) -> tuple[float, float, str]:
+    """The command line's ``main`` with ``arguments``, in this process (its imports already done, as they are
+    alike for every run): ``(wall seconds, its denoise seconds, its summary line)``."""
+    printed = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(printed):
+        code = cli_main(arguments)
+    wall = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"medical-denoise {' '.join(arguments)} exited with {code}")
+    summary = printed.getvalue().strip().splitlines()[-1]
+    return wall, float(re.search(r"([\d.]+) s on ", summary).group(1)), summary
+
+
+def _start_up_s() -> float:
+    """Seconds for ``medical-denoise --version`` in a new process: the command's start-up (its imports)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_PARENT), os.environ.get("PYTHONPATH")]))}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "MedicalDenoiseLib.cli.main", "--version"], capture_output=True, env=env,
+                   check=True)
+    return time.perf_counter() - started
+
+
 def overhead(server: Server, size: int, model: str, device: str, folder: Path, repeats: int) -> dict:
-    """The in-process denoise and the server's round trip of one volume, alternated ``repeats`` times so that a
-    busy spell of the machine does not land on one side only."""
+    """The command line's local run and its run through the server, of one volume, alternated ``repeats`` times so
+    that a busy spell of the machine does not land on one side only; then the bare HTTP round trip. Both command
+    lines run through ``main`` in this process: a new process would add the same start-up to both, and its
+    spread on a busy machine would drown the difference (the start-up is measured once, apart)."""
     volume = _volume(size, seed=2)
-    data = _file_bytes(volume, folder, "big.nrrd")
-    denoiser = Denoiser(model, device=device)
-    denoiser.denoise(_volume(32, seed=3))  # warm-up, as the server's model is warm
-    runs = {"local": [], "trip": [], "server_denoise": []}
+    source = folder / "big.nrrd"
+    write_volume(volume, source)  # as write_volume writes a .nrrd: gzip-compressed
+    started = time.perf_counter()
+    Denoiser(model, device=device)
+    model_load = time.perf_counter() - started
+    url = f"http://{server.host}:{server.port}"
+    local_out, server_out = folder / "local.nrrd", folder / "served.nrrd"
+    runs = {key: [] for key in ("local", "local_denoise", "cli", "cli_denoise", "http", "http_denoise")}
+    identical = True
     for _ in range(repeats):
-        started = time.perf_counter()
-        denoiser.denoise(volume)
-        runs["local"].append(time.perf_counter() - started)
-        outcome, trip_s, job, result = round_trip(server, data, {"format": "nrrd", "model": model})
+        wall, denoise_s, _ = _cli_run(["denoise", str(source), str(local_out), "--model", model, "--device", device,
+                                       "--progress", "none", "--overwrite"])
+        runs["local"].append(wall)
+        runs["local_denoise"].append(denoise_s)
+        wall, denoise_s, summary = _cli_run(["denoise", str(source), str(server_out), "--server", url, "--model", model,
+                                             "--progress", "none", "--overwrite"])
+        runs["cli"].append(wall)
+        runs["cli_denoise"].append(denoise_s)
+        here, there = read_volume(local_out), read_volume(server_out)
+        identical &= (np.array_equal(here.array, there.array) and here.array.dtype == there.array.dtype
+                      and here.geometry == there.geometry == volume.geometry)
+    raw = encode_nrrd(volume.array, volume.geometry)
+    for _ in range(repeats):
+        outcome, trip_s, job, result = round_trip(server, raw, {"format": "nrrd", "model": model})
         if result is None:
             raise RuntimeError(f"the {size}³ job did not come back: {outcome} {job}")
-        runs["trip"].append(trip_s)
-        runs["server_denoise"].append(float(re.search(r"([\d.]+) s on ", job["summary"]).group(1)))
-    return {**runs, "upload_mib": len(data) / MIB, "download_mib": len(result) / MIB, "summary": job["summary"]}
+        runs["http"].append(trip_s)
+        runs["http_denoise"].append(float(re.search(r"([\d.]+) s on ", job["summary"]).group(1)))
+    return {**runs, "model_load": model_load, "start_up": _start_up_s(), "input_mib": source.stat().st_size / MIB, "upload_mib": len(raw) / MIB,
+            "summary": summary, "identical": identical,
+            "local_command": f"medical-denoise denoise IN.nrrd OUT.nrrd --model {model} --device {device}",
+            "server_command": f"medical-denoise denoise IN.nrrd OUT.nrrd --server {url.rsplit(':', 1)[0]}:PORT --model {model}"}
 
 
 def _runs(values: list[float]) -> str:
@@ -211,11 +262,14 @@ def section(args, loaded: dict, trip: dict, peak: float | None, model: str, devi
     spread = (f"{min(seconds):.1f} / {statistics.median(seconds):.1f} / {max(seconds):.1f}" if seconds else "–")
     peak_text = f"{peak:.0f} MiB" if peak is not None else "not measured (no /proc)"
     size = args.size
-    beyond = [t - d for t, d in zip(trip["trip"], trip["server_denoise"])]
+    local_fixed = [w - d - trip["model_load"] for w, d in zip(trip["local"], trip["local_denoise"])]
+    cli_beyond = [w - d for w, d in zip(trip["cli"], trip["cli_denoise"])]
+    beyond = [c - f for c, f in zip(cli_beyond, local_fixed)]
+    http_beyond = [t - d for t, d in zip(trip["http"], trip["http_denoise"])]
     return f"""## Server: {args.clients} concurrent clients and the round-trip overhead
 
 - Machine: {machine_line(torch.__version__, f"{torch.get_num_threads()} torch threads")}
-- Model: `{model}` on {device}; server: `medical-denoise serve --port 0 --device {device} --queue {args.queue}`, everything else its default (one worker, torch's default threads)
+- Model: `{model}` on {device}; server: `medical-denoise serve --port 0 --device {device} --queue {args.queue}`, everything else its default (one worker, torch's default threads, as the command-line runs)
 - Date: {utc_now()}
 - Command: `{command_line()}`
 
@@ -234,23 +288,37 @@ def section(args, loaded: dict, trip: dict, peak: float | None, model: str, devi
 arriving hold a place); the answer says so and carries `Retry-After`. *downloaded*: the result was read back on
 the input's grid and pixel type.
 
-**Round trip.** One {size}³ float32 volume ({trip['upload_mib']:.1f} MiB as NRRD), default options, the
-in-process denoise and the round trip alternated {len(trip['local'])} times (the fastest of each in bold):
+**Round trip.** One {size}³ float32 volume in a NRRD file ({trip['input_mib']:.1f} MiB, gzip-compressed, as
+`write_volume` writes a `.nrrd`), default options; the command line run locally and through the server, alternated
+{len(trip['local'])} times (the fastest of each in bold). Both go through the command line's `main` in the benchmark's
+process, so neither pays the command's start-up, which a new process adds alike to both
+(`medical-denoise --version` takes {trip['start_up']:.1f} s here):
+
+- local: `{trip['local_command']}`
+- through the server: `{trip['server_command']}` (it reads IN here, sends an uncompressed NRRD of
+  {trip['upload_mib']:.1f} MiB, polls, downloads the same and writes OUT here with the same writer)
 
 | {size}³ | {' | '.join(f'run {i + 1} s' for i in range(len(trip['local'])))} |
 |---|{'---|' * len(trip['local'])}
-| `Denoiser.denoise` in this process (model warm) | {_runs(trip['local'])} |
-| through the server: upload, poll, download | {_runs(trip['trip'])} |
-| the server's own denoise (its job summary) | {_runs(trip['server_denoise'])} |
-| round trip − the server's own denoise | {_runs(beyond)} |
+| local run, wall | {_runs(trip['local'])} |
+| its denoise (its summary line) | {_runs(trip['local_denoise'])} |
+| local run beyond its denoise, less loading the model ({trip['model_load']:.1f} s) | {_runs(local_fixed)} |
+| `--server` run, wall | {_runs(trip['cli'])} |
+| the server's denoise (its summary line) | {_runs(trip['cli_denoise'])} |
+| `--server` run beyond the server's denoise | {_runs(cli_beyond)} |
+| **round trip beyond the denoise** (the row above less the local run's) | {_runs(beyond)} |
+| bare HTTP round trip (upload, poll, download) − the server's denoise | {_runs(http_beyond)} |
 
-Overhead: **{min(beyond):.1f}–{max(beyond):.1f} s beyond the denoise** (round trip − the server's own denoise,
-measured within each job): the server reading the upload twice (once to check it before queueing, once in the
-worker, so that a waiting job holds no voxels), writing the result, the HTTP transfer both ways on loopback
-and up to one poll interval. Against the in-process denoise, the fastest round trip took
-{min(trip['trip']) - min(trip['local']):+.1f} s: the denoise itself varies from run to run on a shared machine by
-about as much as the overhead, so the within-job figure is the one to read.
-Server summary: `{trip['summary']}`.
+Overhead: **{min(beyond):.1f}–{max(beyond):.1f} s beyond the denoise**: what a `--server` run takes beyond the
+server's own denoise, less what the local run takes beyond its own denoise apart from loading the model (reading IN
+and writing OUT, which both runs do; the server keeps its model loaded, so loading it is counted against the
+server here, not for it). What remains is sending the voxels (the client sends an uncompressed NRRD whatever the
+input's format, so neither side compresses), the server checking the upload by its header and size and reading it
+once in the worker, writing the result uncompressed and sending it back, and the wait for the next poll.
+The bare HTTP round trip of the same upload, without the command line around it:
+{min(http_beyond):.1f}–{max(http_beyond):.1f} s beyond the server's denoise.
+Outputs of the two runs identical (voxels, pixel type, geometry): {'yes' if trip['identical'] else '**no**'}.
+Server summary: `{trip['summary'].split(': ', 1)[-1]}`.
 """
 
 
@@ -263,10 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2, help="round trips of the large volume (default 2)")
     parser.add_argument("--queue", type=int, default=8, help="the server's --queue (default: its default, 8)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the in-process denoise")
     parser.add_argument("--out", type=Path, help="markdown file whose `server_load` section is (re)written")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     model = args.model or default_model_name()
     folder = Path(tempfile.mkdtemp(prefix="server-load-"))
     server = Server(folder, args.device, args.queue)

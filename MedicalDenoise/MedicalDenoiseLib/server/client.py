@@ -19,7 +19,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -45,10 +45,10 @@ _DOWNLOAD_NAME = "upload.nrrd"  # how the server names the upload in its message
 _NO_PROXY = {"http": None, "https": None, "all": None}
 
 # Options of a local run that a server cannot honour: refused rather than ignored.
-_LOCAL_ONLY = (("adapt", "--adapt (fitting the model to the scan runs only locally)"),
-               ("save_adapted", "--save-adapted (fitting the model to the scan runs only locally)"),
-               ("flips", "--flips (the server does not average over flips)"),
-               ("tile", "--tile (the server uses its own tile size)"))
+_LOCAL_ONLY = (("adapt", "--adapt", "fitting the model to the scan runs only locally"),
+               ("save_adapted", "--save-adapted", "fitting the model to the scan runs only locally"),
+               ("flips", "--flips", "the server does not average over flips"),
+               ("tile", "--tile", "the server uses its own tile size"))
 
 
 class ServerError(MedicalDenoiseError):
@@ -59,7 +59,7 @@ class ServerError(MedicalDenoiseError):
 class _Answer:
     status: int
     json: dict
-    headers: dict
+    headers: Mapping[str, str]
 
 
 class ServerClient:
@@ -119,6 +119,10 @@ class ServerClient:
             raise ServerError(f"the request to the server at {self.shown} failed ({_reason(exc)})") from None
 
     def _json(self, response) -> _Answer:
+        if 300 <= response.status_code < 400:
+            where = response.headers.get("Location", "elsewhere")
+            raise ServerError(f"{self.shown} redirects ({response.status_code}) to {_one_line(where, 120)}; give that "
+                              "address as --server")
         try:
             body = response.json()
         except ValueError:
@@ -126,7 +130,7 @@ class ServerClient:
         if not isinstance(body, dict):
             raise ServerError(f"{self.shown} answered {response.status_code} without the JSON a medical-denoise server "
                               "sends; is the URL right?")
-        return _Answer(response.status_code, body, dict(response.headers))
+        return _Answer(response.status_code, body, response.headers)  # case-insensitive
 
     def _refusal(self, answer: _Answer, doing: str) -> ServerError:
         """The error for a status the caller does not handle itself."""
@@ -135,8 +139,6 @@ class ServerClient:
             if self._token:
                 return ServerError("token refused by the server (401); check --token-file")
             return ServerError("the server requires a token (401); give --token-file")
-        if 300 <= answer.status < 400:
-            return ServerError(f"{self.shown} redirects ({answer.status}); give the address it redirects to")
         return ServerError(f"{doing} ({answer.status}): {detail or 'no reason given'}")
 
     def check(self) -> dict:
@@ -257,9 +259,9 @@ def connect(args) -> ServerClient:
     """The client for ``denoise --server``, checked before anything is read or written: the options a server
     can honour, the token file, the server reachable and accepting the token, and ``--model`` one it has.
     ``--device`` is not the client's to choose: the server runs on its own (the summary names it)."""
-    for name, what in _LOCAL_ONLY:
+    for name, option, why in _LOCAL_ONLY:
         if getattr(args, name, None):
-            raise ServerError(f"{what} cannot be used with --server")
+            raise ServerError(f"{option} cannot be used with --server: {why}")
     token = read_token(args.token_file) if args.token_file is not None else None
     client = ServerClient(args.server, token)
     info = client.check()

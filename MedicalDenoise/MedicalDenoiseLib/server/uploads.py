@@ -102,10 +102,13 @@ async def _drain(chunks: AsyncIterator[bytes]) -> None:
 
 
 def check_upload(path: Path, fmt: str, limit: int) -> None:
-    """Checks that ``path`` is a readable scalar 2D/3D volume in format ``fmt`` by reading it whole.
+    """Checks that ``path`` is a readable scalar 2D/3D volume in format ``fmt``, by reading it whole unless it is
+    an uncompressed NRRD whose header and size already say so.
 
-    Run in a worker thread: it parses the whole file. The volume is dropped again, so that a waiting job
-    holds no voxels in memory; the worker reads the file once more when the job runs.
+    Run in a worker thread: it may parse the whole file. The volume is dropped again, so that a waiting job
+    holds no voxels in memory; the worker reads the file once more when the job runs. An uncompressed NRRD
+    (what ``denoise --server`` sends) holding exactly the bytes its header promises has nothing more to check
+    in its voxels, so it is read only once, by the worker.
 
     Raises:
         UploadRefused: with a message naming the problem (never the server's file path).
@@ -113,7 +116,8 @@ def check_upload(path: Path, fmt: str, limit: int) -> None:
     try:
         _check_content(path, fmt)
         _check_size(path, limit * _EXPANSION)
-        read_volume(path)
+        if not (fmt == "nrrd" and _raw_nrrd_complete(path)):
+            read_volume(path)
     except InputError as exc:
         raise UploadRefused(client_message(str(exc), path, fmt)) from None
     except MemoryError:
@@ -153,14 +157,49 @@ def _check_nrrd(path: Path) -> None:
 def nrrd_is_raw(path: Path) -> bool:
     """Whether the NRRD file ``path`` holds its voxels uncompressed (``encoding: raw``): its result is then
     written uncompressed too, sparing both sides the compression."""
+    found = _nrrd_fields(path)
+    return found is not None and found[0].get(b"encoding") == b"raw"
+
+
+def _nrrd_fields(path: Path) -> tuple[dict[bytes, bytes], int] | None:
+    """A NRRD header's fields (lower-case names without spaces) and where its data start; None when the header
+    does not end with an empty line (LF only) within ``_NRRD_HEADER_BYTES``."""
     with open(path, "rb") as handle:
         head = handle.read(_NRRD_HEADER_BYTES)
     end = head.find(b"\n\n")
-    for line in (head if end < 0 else head[:end]).splitlines()[1:]:
+    if end < 0 or b"\r" in head[:end]:
+        return None
+    fields = {}
+    for line in head[:end].split(b"\n")[1:]:
+        if line.startswith(b"#") or b":=" in line:  # comments, key/value pairs
+            continue
         key, _, value = line.partition(b":")
-        if key.strip().lower() == b"encoding":
-            return value.strip().lower() == b"raw"
-    return False
+        fields[key.strip().lower().replace(b" ", b"")] = value.strip().lower()
+    return fields, end + 2
+
+
+def _raw_nrrd_complete(path: Path) -> bool:
+    """Whether ``path`` is an uncompressed NRRD of one scalar 2D/3D image holding exactly the bytes its header
+    promises: reading it whole would then find nothing more. Anything else (compressed, skipped bytes, several
+    components, a size that does not add up) is left to the full read."""
+    found = _nrrd_fields(path)
+    if found is None:
+        return False
+    fields, data_start = found
+    if fields.get(b"encoding") != b"raw" or b"byteskip" in fields or b"lineskip" in fields or b"datafile" in fields:
+        return False
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(os.fspath(path))
+    try:
+        reader.ReadImageInformation()
+        if reader.GetNumberOfComponents() != 1 or reader.GetDimension() not in (2, 3) \
+                or reader.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+            return False
+        itemsize = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    voxels = int(np.prod(reader.GetSize(), dtype=np.int64))
+    return voxels > 0 and path.stat().st_size == data_start + voxels * itemsize
 
 
 def _check_nifti_gz(path: Path) -> None:

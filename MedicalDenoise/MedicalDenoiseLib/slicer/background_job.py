@@ -58,9 +58,12 @@ class BackgroundJob:
         stderr: every line the child wrote to stderr (each is also logged).
         deviceUsed: the device the child reported ("cpu", "cuda", ...).
         grainUsed: what the child said of the noise grain and the sub-grids it denoised on.
+        adaptationUsed: under ``--adapt``, what the child said of fitting the model to the scan.
+        summary: the child's summary line, as printed.
         outputPath: where the child writes its result (read by the caller on success).
         workDir: a temporary folder owned by the job, removed by :meth:`cleanup`.
         request: what the caller started the job for (MedicalDenoiseLogic keeps its nodes' IDs here).
+        adaptedModel: what the caller kept of an adapted model the job wrote (set by MedicalDenoiseLogic).
     """
 
     def __init__(self, command: Sequence[str], outputPath: Path, workDir: Path, env: dict | None = None) -> None:
@@ -71,9 +74,12 @@ class BackgroundJob:
         self.error = ""
         self.deviceUsed = ""
         self.grainUsed = ""
+        self.adaptationUsed = ""
+        self.summary = ""
         self.messages: list[str] = []
         self.stderr: list[str] = []
         self.request = None
+        self.adaptedModel = None
         self._state = RUNNING
         self._started = time.monotonic()
         self._finished: float | None = None
@@ -120,8 +126,12 @@ class BackgroundJob:
             elif message:
                 self.messages.append(message.group(2))
             elif name == "out" and _DONE.search(line):
-                self.deviceUsed, self.grainUsed = _DONE.search(line).group(1, 2)
-                self.grainUsed = self.grainUsed or ""
+                self.summary = line
+                self.deviceUsed, rest = _DONE.search(line).group(1, 2)
+                self.grainUsed = rest or ""
+                if "--adapt" in self.command and "; " in self.grainUsed:
+                    # Under --adapt the line ends "; <grain>; <adaptation>" (the grain's own text may hold "; ").
+                    self.grainUsed, self.adaptationUsed = self.grainUsed.rsplit("; ", 1)
 
     def poll(self) -> str:
         """Reads what the child printed and returns the state: running, succeeded, failed or cancelled."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
+import urllib.parse
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ import numpy as np
 import slicer
 from slicer.util import arrayFromVolume, updateVolumeFromArray
 
+from .adapted_models import AdaptedModel, AdaptedModels
 from .background_job import BackgroundJob, findPythonSlicer
 from .comparison_view import showSideBySide
 from ..estimation.noise_estimation import estimate_noise_sigma
@@ -32,13 +35,16 @@ from ..io.writing import cast_to_dtype, write_volume
 if TYPE_CHECKING:
     from ..inference.denoiser import Denoiser
 
-__all__ = ["MedicalDenoiseLogic", "BackgroundRequest", "volumeFromNode", "HANDOFF_SUFFIX"]
+__all__ = ["MedicalDenoiseLogic", "BackgroundRequest", "volumeFromNode", "HANDOFF_SUFFIX", "ADAPTED_FILE",
+           "TOKEN_FILE"]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _LIBRARY_PARENT = str(Path(__file__).resolve().parents[2])
 # Files handed to and from the child process: uncompressed NIfTI, since compressing a file that is read
-# once, a moment later, on the same disk only costs time.
+# once, a moment later, on the same disk only costs time (for a server, the child sends its own NRRD).
 HANDOFF_SUFFIX = ".nii"
+ADAPTED_FILE = "adapted.safetensors"  # in the job's folder: where a --adapt run writes the model it kept
+TOKEN_FILE = "server-token"  # in the job's folder, readable by its owner only
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,22 @@ class BackgroundRequest:
     outputID: str | None
     createResidual: bool
     modelName: str | None  # for the new node's name; None for the default model
+    server: str | None = None  # the server it runs on; None: this computer
+    adaptMinutes: float | None = None  # the budget for fitting the model to the scan first; None: not adapted
+
+
+def _fileStem(name: str) -> str:
+    """A file name stem for a node name: letters, digits, dot, dash and underscore only."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:80]
+    return stem if stem and stem != "output" else "input"
+
+
+def _writePrivateFile(path: Path, text: str) -> Path:
+    """Writes ``text`` to a new file that only its owner may read or write (0600, never wider, not even briefly)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
 
 
 def volumeFromNode(node) -> Volume:
@@ -80,6 +102,9 @@ class MedicalDenoiseLogic:
         self._denoisers: dict[tuple[str, str], Denoiser] = {}
         self._jobs: weakref.WeakSet[BackgroundJob] = weakref.WeakSet()
         self._noise: dict[tuple, float | None] = {}
+        self._voxelHashes: dict[str, tuple[int, str]] = {}
+        app = getattr(slicer, "app", None)
+        self.adaptedModels = AdaptedModels(getattr(app, "temporaryPath", None) or None)
         if self.scene is not None:
             # A job's input goes away with the scene: stop the child (and all it started) at once.
             self.scene.AddObserver(self.scene.StartCloseEvent, lambda caller, event: self.stopBackgroundJobs())
@@ -128,7 +153,7 @@ class MedicalDenoiseLogic:
     def process(self, inputVolume, outputVolume=None, model: str | None = None, device: str = "auto",
                 strength: str | float = "auto", modality: str = "auto",
                 progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
-                residualVolume=None, grain: str = "auto"):
+                residualVolume=None, grain: str = "auto", acceptOtherSeries: bool = False):
         """Denoises ``inputVolume`` in this process and returns the output node.
 
         Args:
@@ -139,15 +164,18 @@ class MedicalDenoiseLogic:
             device, strength, modality, grain: as for the command line.
             progress: called with the fraction done; cancel: polled between tiles.
             residualVolume: a node to fill with ``input − output`` (float32), or None.
+            acceptOtherSeries: use an adapted model on a series other than the one it was fitted to.
 
         Raises:
-            ValueError: bad input, output, model or parameters. RuntimeError: the run failed.
+            ValueError: bad input, output, model or parameters; an adapted model fitted to another series
+                (unless ``acceptOtherSeries``). RuntimeError: the run failed.
             Cancelled: when ``cancel()`` returned True. In every case the scene is unchanged.
         """
         from ..inference.strength import parse_strength
 
         self._checkNodes(inputVolume, outputVolume, residualVolume)
         parse_strength(strength)
+        self._checkAdaptedModel(model, inputVolume, acceptOtherSeries)
         from ..inference.normalization import guess_modality
 
         volume = volumeFromNode(inputVolume)
@@ -183,13 +211,25 @@ class MedicalDenoiseLogic:
     def startBackground(self, inputVolume, model: str | None = None, device: str = "auto",
                         strength: str | float = "auto", modality: str = "auto",
                         pythonExecutable: str | None = None, outputVolume=None,
-                        createResidual: bool = False, grain: str = "auto") -> BackgroundJob:
+                        createResidual: bool = False, grain: str = "auto", server: str | None = None,
+                        token: str | None = None, adaptMinutes: float | None = None,
+                        acceptOtherSeries: bool = False) -> BackgroundJob:
         """Writes the input to a temporary file and starts the command line on it in a child process.
 
         ``pythonExecutable`` defaults to Slicer's ``PythonSlicer`` inside Slicer (RuntimeError when it
         cannot be found) and to this interpreter elsewhere. The job is cancelled when the scene closes.
         ``outputVolume`` and ``createResidual`` are remembered (as ``job.request``) for
         :meth:`loadBackgroundResult`.
+
+        ``server`` (``http://host:port``): the child sends the volume to a ``medical-denoise serve`` server,
+        which runs it on its own device with one of its shipped models (``device`` is not used). ``token``
+        is written to a file in the job's folder that only its owner can read, never onto the command line
+        or into the scene. ``adaptMinutes``: first fit the model to this scan within that many minutes (on
+        this computer, so not with a server); an adapted model the child kept is added to
+        :attr:`adaptedModels` when the result is loaded. ``acceptOtherSeries``: see :meth:`process`.
+
+        Raises:
+            ValueError: bad nodes, options, server address, or an adapted model fitted to another series.
         """
         from ..inference.strength import parse_strength
 
@@ -198,27 +238,95 @@ class MedicalDenoiseLogic:
         self._checkNodes(inputVolume, outputVolume, None)
         parse_strength(strength)
         parse_grain(grain)
+        if adaptMinutes is not None and not 0 < adaptMinutes <= 24 * 60:
+            raise ValueError(f"adapting takes a budget above 0 and at most 1440 minutes, not {adaptMinutes:g}")
+        if server is not None:
+            server = self._checkServer(server, model, adaptMinutes)
+            token = self._checkToken(token)
+        self._checkAdaptedModel(model, inputVolume, acceptOtherSeries)
         python = pythonExecutable or (findPythonSlicer() if hasattr(slicer, "app") else sys.executable)
-        work = Path(tempfile.mkdtemp(prefix="MedicalDenoise-"))
-        source, target = work / f"input{HANDOFF_SUFFIX}", work / f"output{HANDOFF_SUFFIX}"
-        command = [python, "-m", "MedicalDenoiseLib.cli.main", "denoise",
-                   str(source), str(target), "--device", device, "--strength", str(strength),
-                   "--modality", modality, "--grain", str(grain), "--progress", "slicer", "--exit-with-parent", str(os.getpid())]
+        work = Path(tempfile.mkdtemp(prefix="MedicalDenoise-"))  # readable by its owner only
+        # Named after the volume: the child's messages and an adapted model's card then name the series.
+        source = work / f"{_fileStem(inputVolume.GetName())}{HANDOFF_SUFFIX}"
+        target = work / f"output{HANDOFF_SUFFIX}"
+        command = [python, "-m", "MedicalDenoiseLib.cli.main", "denoise", str(source), str(target)]
+        command += ["--server", server] if server else ["--device", device]
+        command += ["--strength", str(strength), "--modality", modality, "--grain", str(grain), "--progress", "slicer",
+                    "--exit-with-parent", str(os.getpid())]
         if model:
             command += ["--model", model]
+        if adaptMinutes is not None:
+            command += ["--adapt", f"{adaptMinutes:g}", "--save-adapted", str(work / ADAPTED_FILE)]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_LIBRARY_PARENT, env.get("PYTHONPATH")) if p)
         env["PYTHONIOENCODING"] = "utf-8"  # the job reads the child's output as UTF-8 whatever the locale
         try:
+            if server and token:
+                command += ["--token-file", str(_writePrivateFile(work / TOKEN_FILE, token))]
             write_volume(volumeFromNode(inputVolume), source)
             job = BackgroundJob(command, target, work, env=env)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
         job.request = BackgroundRequest(inputVolume.GetID(), outputVolume.GetID() if outputVolume else None,
-                                        createResidual, Path(model).stem if model else None)
+                                        createResidual, Path(model).stem if model else None, server, adaptMinutes)
         self._jobs.add(job)
         return job
+
+    @staticmethod
+    def _checkServer(server: str, model: str | None, adaptMinutes: float | None) -> str:
+        server = server.strip()
+        address = urllib.parse.urlsplit(server)
+        if address.scheme not in ("http", "https") or not address.hostname:
+            raise ValueError(f"server address {server!r}: give it as http://host:port, e.g. http://gpu-server:8765")
+        if adaptMinutes is not None:
+            raise ValueError("adapting to the scan runs on this computer: it cannot be combined with a server")
+        if model and (Path(model).suffix == ".safetensors" or os.path.isfile(model)):
+            raise ValueError(f"a server runs its own shipped models, by name; the model file {Path(model).name} stays "
+                             "on this computer: choose a shipped model, or a device of this computer")
+        return server
+
+    @staticmethod
+    def _checkToken(token: str | None) -> str:
+        token = (token or "").strip()
+        if any(c.isspace() for c in token):
+            raise ValueError("the server token must be a single word (no spaces or line breaks); set it again")
+        return token
+
+    def _checkAdaptedModel(self, model: str | None, inputVolume, acceptOtherSeries: bool) -> None:
+        if not acceptOtherSeries:
+            warning = self.adaptedModelWarning(model, inputVolume)
+            if warning:
+                raise ValueError(warning)
+
+    # --- adapted models ------------------------------------------------------------------------------------
+
+    def adaptedModelWarning(self, model: str | None, inputVolume) -> str | None:
+        """Why ``model`` should not denoise ``inputVolume``: it was adapted to another series (other voxels).
+        None for shipped models, other model files, and an adapted model on the series it was fitted to."""
+        if inputVolume is None or inputVolume.GetImageData() is None or self.adaptedModels.describe(model) is None:
+            return None
+        return self.adaptedModels.warning(model, inputVolume.GetName(), self.voxelsSha256(inputVolume))
+
+    def voxelsSha256(self, inputVolume) -> str:
+        """The hash an adapted model's card keeps of its series' voxels, for this node; computed again only
+        when the voxels change."""
+        from ..adaptation.fitted_series import voxels_sha256
+
+        mtime = inputVolume.GetImageData().GetMTime()
+        known = self._voxelHashes.get(inputVolume.GetID())
+        if known is None or known[0] != mtime:
+            known = (mtime, voxels_sha256(arrayFromVolume(inputVolume)))
+            self._voxelHashes[inputVolume.GetID()] = known
+        return known[1]
+
+    def _keepAdaptedModel(self, job: BackgroundJob, inputVolume) -> AdaptedModel | None:
+        """Adds the model a ``--adapt`` job kept to this session's adapted models (before its folder goes)."""
+        written = job.workDir / ADAPTED_FILE
+        if not written.is_file():  # not adapted, or adapting did not help
+            return None
+        job.adaptedModel = self.adaptedModels.add(written, inputVolume.GetID(), inputVolume.GetName())
+        return job.adaptedModel
 
     def stopBackgroundJobs(self, removeFiles: bool = False) -> None:
         """Cancels every running job this logic started (scene close, application exit)."""
@@ -244,7 +352,15 @@ class MedicalDenoiseLogic:
                 from ..models.registry import default_model_name
 
                 modelName = default_model_name(guess_modality(volume.array, volume.modality))
-            return self._storeResult(inputVolume, volume, denoised, modelName, outputVolume, residualVolume)
+            if (job.workDir / ADAPTED_FILE).is_file():
+                modelName += "-adapted"
+            outputVolume = self._storeResult(inputVolume, volume, denoised, modelName, outputVolume, residualVolume)
+            try:
+                self._keepAdaptedModel(job, inputVolume)
+            except Exception as error:  # the result stands; only the model for later runs is lost
+                logging.getLogger(__name__).warning(f"Medical Denoise: the adapted model was not kept: {error}")
+                job.messages.append(f"the adapted model could not be kept: {error}")
+            return outputVolume
         finally:
             job.cleanup()
 
