@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# About 90 minutes on 2 cores (BM4D, the non-local means and the realistic-noise observer study dominate);
+# About two hours on 2 cores (BM4D, the non-local means, the realistic-noise observer study and adapting dominate);
 # not part of `make test`.
 benchmark: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e ".[baselines]"
@@ -36,6 +36,8 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/targets.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/realistic.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/sublattice.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/adapt.py --minutes 2 --out docs/benchmarks.md
+	$(BIN)/python benchmarks/server_load.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
