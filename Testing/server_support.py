@@ -11,8 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import requests
 
+from conftest import oblique_geometry, phantom
+
+from MedicalDenoiseLib.io.volume import Volume
 from MedicalDenoiseLib.models.model_files import file_sha256
 
 __all__ = ["TOKEN", "TILE", "MAX_UPLOAD_MB", "TIMEOUT", "FINISHED", "tiny_registry", "Server"]
@@ -106,3 +110,15 @@ class Server:
                 self.process.wait()
         self.session.close()
         return self.process.returncode
+
+
+def ct_int16() -> Volume:
+    """An int16 CT phantom in HU on an oblique, anisotropic, offset grid."""
+    hu = phantom(low=-1000, high=1200) + np.random.default_rng(1).normal(0, 30, (19, 26, 23))
+    return Volume(np.rint(hu).astype(np.int16), oblique_geometry())
+
+
+def mr_float32() -> Volume:
+    """A float32 MR phantom on the same grid."""
+    array = phantom() * 500 + np.random.default_rng(0).normal(0, 25, (19, 26, 23))
+    return Volume(array.astype(np.float32), oblique_geometry())

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import assert_refused_in_one_line, oblique_geometry, phantom
+from conftest import assert_refused_in_one_line, oblique_geometry
 from MedicalDenoiseLib.cli.main import main
 from MedicalDenoiseLib.inference.denoiser import Denoiser
 from MedicalDenoiseLib.inference.grain import parse_grain
@@ -23,7 +23,7 @@ from MedicalDenoiseLib.inference.strength import parse_strength
 from MedicalDenoiseLib.io.reading import read_volume
 from MedicalDenoiseLib.io.volume import Volume
 from MedicalDenoiseLib.io.writing import write_volume
-from server_support import FINISHED, MAX_UPLOAD_MB, TILE, TIMEOUT, TOKEN, Server, tiny_registry
+from server_support import FINISHED, MAX_UPLOAD_MB, TILE, TIMEOUT, TOKEN, Server, ct_int16, mr_float32, tiny_registry
 
 # -- fixtures -------------------------------------------------------------------------------------------------
 
@@ -57,15 +57,6 @@ def _volume_bytes(tmp_path: Path, volume: Volume, fmt: str) -> tuple[Path, bytes
     return path, path.read_bytes()
 
 
-def _ct_int16() -> Volume:
-    hu = phantom(low=-1000, high=1200) + np.random.default_rng(1).normal(0, 30, (19, 26, 23))
-    return Volume(np.rint(hu).astype(np.int16), oblique_geometry())
-
-
-def _mr_float32() -> Volume:
-    array = phantom() * 500 + np.random.default_rng(0).normal(0, 25, (19, 26, 23))
-    return Volume(array.astype(np.float32), oblique_geometry())
-
 
 def _assert_one_line(response: requests.Response, status: int, *needles: str) -> str:
     assert response.status_code == status, response.text
@@ -79,10 +70,10 @@ def _assert_one_line(response: requests.Response, status: int, *needles: str) ->
 # -- the round trip -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt, make, options", [
-    ("nrrd", _ct_int16, {"model": "tiny-test", "modality": "ct", "strength": "25"}),
-    ("nii.gz", _ct_int16, {"model": "tiny-test", "strength": "strong", "grain": "1"}),
-    ("nrrd", _mr_float32, {"model": "tiny-test", "strength": "mild", "grain": "2"}),
-    ("nii.gz", _mr_float32, {}),  # every option left to its default, the model too
+    ("nrrd", ct_int16, {"model": "tiny-test", "modality": "ct", "strength": "25"}),
+    ("nii.gz", ct_int16, {"model": "tiny-test", "strength": "strong", "grain": "1"}),
+    ("nrrd", mr_float32, {"model": "tiny-test", "strength": "mild", "grain": "2"}),
+    ("nii.gz", mr_float32, {}),  # every option left to its default, the model too
 ])
 def test_round_trip_equals_a_local_denoise_on_the_same_grid_and_pixel_type(server, tmp_path, tiny_model_file, fmt,
                                                                            make, options):
@@ -136,7 +127,7 @@ def test_info_names_the_device_models_and_limits(server):
                                            "Bearer "])
 def test_a_missing_or_wrong_token_is_refused_everywhere_but_health(server, tmp_path, authorization):
     headers = {} if authorization is None else {"Authorization": authorization}
-    _, data = _volume_bytes(tmp_path, _mr_float32(), "nrrd")
+    _, data = _volume_bytes(tmp_path, mr_float32(), "nrrd")
     calls = [("GET", "/info", None), ("POST", "/jobs?format=nrrd", data), ("GET", f"/jobs/{'a' * 32}", None),
              ("DELETE", f"/jobs/{'a' * 32}", None), ("GET", f"/jobs/{'a' * 32}/result", None)]
     for method, path, body in calls:
@@ -168,7 +159,7 @@ def _nrrd_header(**fields) -> bytes:
 
 
 def test_a_corrupt_or_empty_upload_is_refused_before_it_is_queued(server, tmp_path):
-    _, good = _volume_bytes(tmp_path, _mr_float32(), "nrrd")
+    _, good = _volume_bytes(tmp_path, mr_float32(), "nrrd")
     raw = _nrrd_header() + np.arange(64, dtype="<f4").tobytes()
     cases = [
         (b"", "nrrd", "empty"),
@@ -194,7 +185,7 @@ def test_hostile_names_are_refused_and_nothing_is_written_outside_the_work_folde
     secret = tmp_path / "secret.raw"
     secret.write_bytes(np.arange(64, dtype="<f4").tobytes())
     before = sorted(p.relative_to(around).as_posix() for p in around.rglob("*") if "work" not in p.parts)
-    _, data = _volume_bytes(tmp_path, _mr_float32(), "nrrd")
+    _, data = _volume_bytes(tmp_path, mr_float32(), "nrrd")
     hostile_options = [
         {"format": "../etc"}, {"format": "nrrd/../../x"}, {"format": "../../x.nrrd"}, {"format": ""}, {},
         {"format": "nrrd", "model": "../../x"}, {"format": "nrrd", "model": str(tiny_model_file)},
@@ -230,7 +221,7 @@ def test_a_job_the_denoiser_refuses_fails_with_one_line_and_keeps_no_file(server
 def test_a_full_queue_refuses_and_waiting_and_running_jobs_can_be_cancelled(server, tmp_path):
     slow = Volume(np.random.default_rng(5).normal(100, 10, (64, 64, 64)).astype(np.float32), oblique_geometry())
     _, big = _volume_bytes(tmp_path, slow, "nrrd")
-    _, small = _volume_bytes(tmp_path, _mr_float32(), "nrrd")
+    _, small = _volume_bytes(tmp_path, mr_float32(), "nrrd")
     running = server.submit(big, format="nrrd").json()["id"]
     server.wait(running, until=("running",) + FINISHED)
     waiting = server.submit(small, format="nrrd").json()["id"]
@@ -280,7 +271,7 @@ def test_unfetched_results_expire_and_stopping_leaves_the_work_folder_empty(tmp_
     local = Server(tmp_path / "expiring", resources, "--result-ttl-s", "1", "--tile", str(TILE))  # loopback, no token
     try:
         assert local.request("GET", "/info").status_code == 200  # no token configured: none needed
-        _, data = _volume_bytes(tmp_path, _mr_float32(), "nii.gz")
+        _, data = _volume_bytes(tmp_path, mr_float32(), "nii.gz")
         job_id = local.submit(data, format="nii.gz").json()["id"]
         assert local.wait(job_id)["state"] == "succeeded"
         deadline = time.monotonic() + 60

@@ -25,7 +25,7 @@ from MedicalDenoiseLib.io.writing import write_volume
 from MedicalDenoiseLib.server import client as client_module
 from MedicalDenoiseLib.server.client import decode_nrrd, encode_nrrd
 from MedicalDenoiseLib.slicer.background_job import _DONE
-from server_support import FINISHED, TILE, TOKEN, Server, tiny_registry
+from server_support import FINISHED, TILE, TOKEN, Server, ct_int16, mr_float32, tiny_registry
 
 PREFIX = "medical-denoise: error: "
 
@@ -62,15 +62,6 @@ def registry_and_a_clean_server(request, monkeypatch, resources):
         assert shared.wait_until_work_dir_empty() == []
 
 
-def _ct_int16() -> Volume:
-    hu = phantom(low=-1000, high=1200) + np.random.default_rng(1).normal(0, 30, (19, 26, 23))
-    return Volume(np.rint(hu).astype(np.int16), oblique_geometry())
-
-
-def _mr_float32() -> Volume:
-    array = phantom() * 500 + np.random.default_rng(0).normal(0, 25, (19, 26, 23))
-    return Volume(array.astype(np.float32), oblique_geometry())
-
 
 def _run(capsys, *argv) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
@@ -101,10 +92,10 @@ def _summary(out: str) -> str:
 # -- the round trip -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt, make, options", [
-    ("nrrd", _ct_int16, ["--model", "tiny-test", "--modality", "ct", "--strength", "25"]),
-    ("nii.gz", _ct_int16, ["--strength", "strong", "--grain", "1"]),
-    ("nrrd", _mr_float32, ["--strength", "mild", "--grain", "2"]),
-    ("nii.gz", _mr_float32, []),  # every option left to its default, the model too
+    ("nrrd", ct_int16, ["--model", "tiny-test", "--modality", "ct", "--strength", "25"]),
+    ("nii.gz", ct_int16, ["--strength", "strong", "--grain", "1"]),
+    ("nrrd", mr_float32, ["--strength", "mild", "--grain", "2"]),
+    ("nii.gz", mr_float32, []),  # every option left to its default, the model too
 ])
 def test_output_equals_a_local_run_with_the_same_options(capsys, server, token_file, tmp_path, fmt, make, options):
     source = tmp_path / f"input.{fmt}"
@@ -144,8 +135,8 @@ def test_dicom_series_in_and_out(capsys, server, token_file, tmp_path, ct_volume
 def test_a_folder_of_inputs_is_sent_file_by_file_past_any_proxy(capsys, server, token_file, tmp_path, monkeypatch):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    write_volume(_mr_float32(), inputs / "a.nrrd")
-    write_volume(_ct_int16(), inputs / "b.nii.gz")
+    write_volume(mr_float32(), inputs / "a.nrrd")
+    write_volume(ct_int16(), inputs / "b.nii.gz")
     with monkeypatch.context() as env:
         # A proxy that answers nothing: a server on this machine is reached directly all the same.
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
@@ -168,7 +159,7 @@ def _free_port() -> int:
 
 def test_a_wrong_or_missing_token_is_one_line_naming_401(capsys, server, tmp_path):
     source = tmp_path / "in.nrrd"
-    write_volume(_mr_float32(), source)
+    write_volume(mr_float32(), source)
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-token\n")
     code, out, err = _run(capsys, "denoise", source, tmp_path / "out.nrrd", "--server", server.url, "--token-file", wrong)
@@ -181,7 +172,7 @@ def test_a_wrong_or_missing_token_is_one_line_naming_401(capsys, server, tmp_pat
 
 def test_an_unreachable_server_is_one_line(capsys, tmp_path, token_file):
     source = tmp_path / "in.nrrd"
-    write_volume(_mr_float32(), source)
+    write_volume(mr_float32(), source)
     url = f"http://127.0.0.1:{_free_port()}"
     code, _, err = _run(capsys, "denoise", source, tmp_path / "out.nrrd", "--server", url, "--token-file", token_file)
     assert_refused_in_one_line(code, err, PREFIX, f"server unreachable at {url}")
@@ -196,7 +187,7 @@ def test_an_unreachable_server_is_one_line(capsys, tmp_path, token_file):
                                             (["--model", "no-such-model"], "no such model")])
 def test_what_only_a_local_run_can_do_is_refused(capsys, server, token_file, tmp_path, option, needle):
     source = tmp_path / "in.nrrd"
-    write_volume(_mr_float32(), source)
+    write_volume(mr_float32(), source)
     code, _, err = _run(capsys, "denoise", source, tmp_path / "out.nrrd", *_remote(server, token_file), *option)
     assert_refused_in_one_line(code, err, PREFIX, needle)
     assert [p.name for p in tmp_path.iterdir()] == ["in.nrrd"]
@@ -217,7 +208,7 @@ def _slow_volume() -> Volume:
 def test_a_full_queue_is_tried_again_then_refused_in_one_line(capsys, server, token_file, tmp_path, monkeypatch):
     slow, small = tmp_path / "slow.nrrd", tmp_path / "small.nrrd"
     write_volume(_slow_volume(), slow)
-    write_volume(_mr_float32(), small)
+    write_volume(mr_float32(), small)
     running = server.submit(slow.read_bytes(), format="nrrd").json()["id"]
     server.wait(running, until=("running",) + FINISHED)
     waiting = server.submit(small.read_bytes(), format="nrrd").json()["id"]  # the one place in the queue

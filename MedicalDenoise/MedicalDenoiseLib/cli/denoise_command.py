@@ -7,14 +7,14 @@ from pathlib import Path
 
 from ..inference.denoiser import Denoiser
 from ..inference.grain import parse_grain
+from ..inference.model_choice import default_model_for
 from ..inference.strength import STRENGTHS, parse_strength
 from ..inference.devices import DEVICE_CHOICES
 from ..errors import InputError, MedicalDenoiseError, OutputError
 from ..io.formats import SUPPORTED_DESCRIPTION, is_dicom_folder, is_image_file
 from ..io.reading import read_volume
 from ..io.writing import write_volume
-from ..inference.normalization import MODALITIES, guess_modality
-from ..models.registry import default_model_name
+from ..inference.normalization import MODALITIES
 from ..evaluation.preview import comparison_png
 from ..adaptation.fine_tune import DEFAULT_MINUTES, adapt_to_scan
 from ..adaptation.fitted_series import other_series_note
@@ -126,8 +126,7 @@ class _Models:
         if args.model:
             name, why = args.model, "chosen with --model"
         else:
-            modality = guess_modality(volume.array, volume.modality if args.modality == "auto" else args.modality)
-            name, why = default_model_name(modality), f"the default for {modality.upper()}"
+            name, why = default_model_for(volume, args.modality)
         if name not in self._loaded:
             self._loaded[name] = Denoiser(name, device=args.device, tile_size=args.tile, flips=args.flips)
         return self._loaded[name], f"{name} ({why})"

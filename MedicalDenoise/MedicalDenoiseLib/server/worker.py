@@ -10,11 +10,10 @@ import SimpleITK as sitk
 
 from ..errors import Cancelled, MedicalDenoiseError
 from ..inference.denoiser import Denoiser, DenoiseResult
-from ..inference.normalization import guess_modality
+from ..inference.model_choice import default_model_for
 from ..io.reading import read_volume
 from ..io.volume import Volume
 from ..io.writing import cast_to_dtype, write_volume
-from ..models.registry import default_model_name
 from .jobs import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 from .options import JobOptions, one_line
 from .settings import ServerSettings
@@ -86,8 +85,7 @@ class Worker:
         if options.model:
             name, why = options.model, "chosen in the request"
         else:
-            modality = guess_modality(volume.array, volume.modality if options.modality == "auto" else options.modality)
-            name, why = default_model_name(modality), f"the default for {modality.upper()}"
+            name, why = default_model_for(volume, options.modality)
         if name not in self._denoisers:
             log.info("loading model %s on %s", name, self.settings.device)
             self._denoisers[name] = Denoiser(name, device=self.settings.device, tile_size=self.settings.tile)
