@@ -100,10 +100,11 @@ def test_shipped_models_carry_complete_cards():
 
 
 def test_shipped_planar_twins_are_planar_intact_and_described():
-    twins = [entry for entry in list_models() if entry.planar_file is not None]
+    twins = [entry for entry in list_models() if "planar" in entry.twins]
     assert twins, "no shipped model has a planar twin: 2D images would run the slow volumetric path"
     for entry in twins:
-        assert file_sha256(entry.planar_file) == entry.planar_sha256, entry.name
+        file, sha256 = entry.twins["planar"]
+        assert file_sha256(file) == sha256, entry.name
         model = open_model(entry.name)
         twin = model.planar.card
         assert twin.network.spatial_dims == 2 and twin.training_data and twin.modalities, entry.name

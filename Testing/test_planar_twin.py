@@ -126,7 +126,7 @@ def test_2d_image_through_the_twin_equals_the_twin_run_directly(tmp_path, monkey
 
 def test_a_registered_twin_that_is_not_planar_is_refused(tmp_path, monkeypatch):
     _registry_with_twin(tmp_path, monkeypatch, twin_dims=3)
-    with pytest.raises(ModelFileError, match="not planar"):
+    with pytest.raises(ModelFileError, match="registered as the planar twin of vol but is not one"):
         open_model("vol")
 
 

@@ -42,6 +42,8 @@ from MedicalDenoiseLib.evaluation.seams import in_plane_images, seam_score  # no
 from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
 from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
 from MedicalDenoiseLib.io.volume import Geometry, Volume  # noqa: E402
+from MedicalDenoiseLib.models.model_files import load_model  # noqa: E402
+from MedicalDenoiseLib.models.registry import open_model  # noqa: E402
 from MedicalDenoiseLib.noise import noise_kind  # noqa: E402
 
 PARTS = ("reference", "ct-water", "real", "time")
@@ -53,8 +55,30 @@ DOSES = (4e4, 1.25e4, 4e3)
 REAL_FILES = ("us_curvilinear_bk_plus.mha", "us_curvilinear_ultrasonix_plus.mha", "us_prostate_trus_phantom_plus.mha",
               "mr_chest_tfl3d_seg3d.nii.gz", "mr_phantom_t1mprage_xa30i.nii.gz", "mr_head_t1fl2d_decubitus.nii.gz",
               "mr_phantom_t1tse_philips_csdl.nii.gz", "ct_abdomen_thin3sl_dcmqi.nii.gz", "ct_body_petct_20sl_totalseg.nii.gz")
-# (label, model, grain): the paths compared.
-PATHS = (("v3 whole", "autoencoder-v3", "1"), ("v2 whole", "autoencoder-v2", "1"), ("v2 grain auto", "autoencoder-v2", "auto"))
+CT_SETTINGS = ("ct-3mm-photons-1e5", "ct-3mm-photons-2.5e4", "ct-thin-photons-1e6", "ct-thin-photons-2.5e5",
+               "ct-thin-photons-6e4")
+# (label, model, grain, with the model's sub-lattice twin): the paths compared.
+PATHS = (("v3 whole", "autoencoder-v3", "1", True), ("v2 whole", "autoencoder-v2", "1", True),
+         ("v2 grain auto", "autoencoder-v2", "auto", False))
+TWIN_PATH = ("v2 grain auto, its sub-lattice twin on the sub-lattices", "autoencoder-v2", "auto", True)
+
+
+def _paths(twin: Path | None) -> tuple[tuple[str, str, str, bool], ...]:
+    """The paths compared: with a sub-lattice twin for v2 (registered, or ``--twin``) one more, through it."""
+    registered = open_model("autoencoder-v2").sublattice is not None
+    return PATHS + (TWIN_PATH,) if twin or registered else PATHS
+
+
+def _denoisers(twin: Path | None) -> dict[str, Denoiser]:
+    """One Denoiser per path label."""
+    denoisers = {}
+    for label, model, _, with_twin in PATHS + (TWIN_PATH,):
+        denoisers[label] = Denoiser(model, device="cpu")
+        if twin is not None and with_twin:
+            denoisers[label].model.sublattice = load_model(twin)
+        elif not with_twin:
+            denoisers[label].model.sublattice = None
+    return denoisers
 
 
 def _volume(array: np.ndarray, spacing, modality: str) -> Volume:
@@ -71,9 +95,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
-def reference_part(data: Path | None, denoisers: dict[str, Denoiser]) -> list[str]:
+def reference_part(data: Path | None, denoisers: dict[str, Denoiser], paths=PATHS) -> list[str]:
     rows = []
-    cases = [(key, None) for key in MR_SETTINGS] + [("mni-white", sigma) for sigma in WHITE]
+    cases = [(key, None) for key in MR_SETTINGS + CT_SETTINGS] + [("mni-white", sigma) for sigma in WHITE]
     for key, white in cases:
         if white is None:
             setting = next(s for s in SETTINGS if s.key == key)
@@ -88,8 +112,8 @@ def reference_part(data: Path | None, denoisers: dict[str, Denoiser]) -> list[st
         print(f"reference: {key} {label}", file=sys.stderr, flush=True)
         fg, rng = prepared.foreground, prepared.data_range
         cells = [f"{prepared.source.key}: {label}", f"{psnr(clean, noisy, rng, fg):.1f} / {_seam(noisy):.2f}"]
-        for name, grain in ((n, g) for _, n, g in PATHS):
-            result = denoisers[name].denoise(_volume(noisy, prepared.spacing, prepared.source.modality), grain=grain)
+        for label, _, grain, _ in paths:
+            result = denoisers[label].denoise(_volume(noisy, prepared.spacing, prepared.source.modality), grain=grain)
             out = result.volume.array
             cells.append(f"{psnr(clean, out, rng, fg):.1f} / {residual_structure_correlation(clean, noisy, out):+.2f} / "
                          f"{_seam(out):.2f}" + (f" ({'×'.join(map(str, result.grain.strides[1:]))})" if grain == "auto" else ""))
@@ -97,7 +121,7 @@ def reference_part(data: Path | None, denoisers: dict[str, Denoiser]) -> list[st
         cells.append(f"{psnr(clean, diffused, rng, fg):.1f} / {residual_structure_correlation(clean, noisy, diffused):+.2f}")
         rows.append(cells)
     return ["### With a reference: PSNR dB / residual r / seam score (input: PSNR / seam)", "",
-            *_table(["setting", "input", *[p[0] for p in PATHS], "anisotropic diffusion (oracle-tuned)"], rows)]
+            *_table(["setting", "input", *[p[0] for p in paths], "anisotropic diffusion (oracle-tuned)"], rows)]
 
 
 def ct_water_part(denoiser: Denoiser) -> list[str]:
@@ -135,7 +159,7 @@ def _lesion_radii(array: np.ndarray) -> tuple[float, ...]:
     return (1.5, 3.0, 3.0) if array.shape[0] >= 10 else (0.3, 3.0, 3.0)
 
 
-def real_part(data: Path, denoisers: dict[str, Denoiser]) -> list[str]:
+def real_part(data: Path, denoisers: dict[str, Denoiser], paths=PATHS) -> list[str]:
     rows = []
     for name in REAL_FILES:
         if not (data / name).is_file():
@@ -147,11 +171,11 @@ def real_part(data: Path, denoisers: dict[str, Denoiser]) -> list[str]:
         flat, edges = flat_region_mask(array, foreground), strong_edge_mask(array, foreground)
         noise_in, edge_in = flat_region_noise_sd(array, flat), edge_sharpness(array, edges)
         cells = [f"`{name}` {'×'.join(map(str, array.shape[::-1]))}", f"{_seam(array):.2f}"]
-        for label, model, grain in PATHS:
+        for label, model, grain, _ in paths:
             if modality != "mr" and model == "autoencoder-v3":
                 cells.append("–")
                 continue
-            run = lambda image: denoisers[model].denoise(_volume(image, spacing, modality), grain=grain)  # noqa: E731
+            run = lambda image: denoisers[label].denoise(_volume(image, spacing, modality), grain=grain)  # noqa: E731
             result = run(array)
             out = result.volume.array
             kept = measure_retention(lambda image: run(image).volume.array, array, np.random.default_rng(0),
@@ -160,7 +184,7 @@ def real_part(data: Path, denoisers: dict[str, Denoiser]) -> list[str]:
                          f"{_seam(out):.2f} / {kept:.0%}" + (f" ({'×'.join(map(str, result.grain.strides[1:]))})" if grain == "auto" else ""))
         rows.append(cells)
     return ["### Real scans: noise left / edges kept / seam score / lesion amplitude kept", "",
-            *_table(["image", "input seam", *[p[0] for p in PATHS]], rows)]
+            *_table(["image", "input seam", *[p[0] for p in paths]], rows)]
 
 
 def time_part(denoiser: Denoiser) -> list[str]:
@@ -183,26 +207,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="markdown file whose `sublattice` section is (re)written")
+    parser.add_argument("--twin", type=Path, help="a candidate sub-lattice twin of autoencoder-v2 (a model file trained "
+                        "with data.sublattice) to compare beside v2 on the sub-lattices")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    denoisers = {name: Denoiser(name, device="cpu") for name in ("autoencoder-v2", "autoencoder-v3")}
+    denoisers, paths = _denoisers(args.twin), _paths(args.twin)
+    v2 = denoisers[paths[-1][0]]
     body = []
     if "reference" in args.parts:
-        body += reference_part(args.data, denoisers)
+        body += reference_part(args.data, denoisers, paths)
     if "ct-water" in args.parts:
-        body += ct_water_part(denoisers["autoencoder-v2"])
+        body += ct_water_part(v2)
     if "real" in args.parts and args.data:
-        body += real_part(args.data, denoisers)
+        body += real_part(args.data, denoisers, paths)
     if "time" in args.parts:
-        body += time_part(denoisers["autoencoder-v2"])
+        body += time_part(v2)
     section = "\n".join([
         "## Correlation-aware denoising: whole image against sub-lattices", "",
         f"`{command_line()}` — {utc_now()}; {machine_line(torch.__version__, f'{args.threads} threads')}; "
         f"{(time.perf_counter() - started) / 60:.1f} min.", "",
         "v2 grain auto: `autoencoder-v2` on the sub-lattices the measured grain asks for (strides in brackets, y×x), "
-        "made to agree (`inference/sublattice.py`); whole: the same network on the whole image. See the script's "
-        "docstring for each measure.", "",
+        "made to agree (`inference/sublattice.py`); with a sub-lattice twin, the same split with the twin on the "
+        "sub-lattices; whole: v2 on the whole image. See the script's docstring for each measure.", "",
         *body,
     ])
     publish(section, args.out, "sublattice")

@@ -19,6 +19,7 @@ from .conditioning import estimate_levels
 from .config import TrainConfig
 from .noise_source import PatchNoise
 from .patches import PatchSampler, extract
+from .sublattice_batches import full_patch_shape, on_sublattices
 from .subsampling import neighbour_pairs, subsample_numpy
 from .synthetic_phantoms import random_phantom
 from .volumes import TrainingVolume
@@ -78,9 +79,11 @@ class BatchMaker:
         self.conditioning = conditioning
         self.volumes = volumes
         self.batch_size = config.data.batch_size
-        self.patch_size = tuple(config.data.patch_size)
+        self.strides = tuple(config.data.sublattice)
+        self.patch_size = full_patch_shape(config.data.patch_size, self.strides)
         self.phantom_fraction = config.data.phantom_fraction if source == "synthetic" else 0.0
-        self.sampler = PatchSampler(volumes, config.data.patch_size, multiples, config.data.foreground_probability)
+        self.sampler = PatchSampler(volumes, self.patch_size, full_patch_shape(multiples, self.strides),
+                                    config.data.foreground_probability)
         self.augment = Augmenter(config.augment, artefacts=source != "self-supervised")
         self.min_sigma = config.noise.sigma_range[0]
         self.weight_floor = config.noise.weight_floor
@@ -89,6 +92,10 @@ class BatchMaker:
         self.noisier2noise = config.noise.noisier2noise and source == "synthetic"
 
     def __call__(self, rng: np.random.Generator) -> Batch:
+        batch = self._make(rng)
+        return batch if max(self.strides) == 1 else on_sublattices(batch, self.strides)
+
+    def _make(self, rng: np.random.Generator) -> Batch:
         if self.phantom_fraction and rng.random() < self.phantom_fraction:
             return self._phantom_batch(rng)
         shape, refs = self.sampler.sample(rng, self.batch_size)

@@ -15,12 +15,23 @@ import numpy as np
 from MedicalDenoiseLib.estimation.noise_estimation import estimate_fine_scale_sigma, estimate_noise_sigma
 from MedicalDenoiseLib.inference.strength import CONDITIONING
 
-__all__ = ["estimate_levels", "NO_LEVEL"]
+__all__ = ["estimate_levels", "run_conditioning", "NO_LEVEL"]
 
 #: The conditioning of a blind network: no level is estimated.
 NO_LEVEL = None
 
 _ESTIMATORS = {"noise-sd": estimate_noise_sigma, "fine-scale-sd": estimate_fine_scale_sigma}
+
+
+def run_conditioning(level_input: bool, init_conditioning: str | None, sublattice: tuple[int, ...]) -> str | None:
+    """The level a run's network is told: none when blind; the full SD on sub-lattices (the denoiser tells each
+    sub-lattice the whole image's full-SD estimate, since there the grain is white and its finest scale holds all
+    of it); else the started-from model's scale, so that the level keeps its meaning."""
+    if not level_input:
+        return NO_LEVEL
+    if max(sublattice) > 1:
+        return "noise-sd"
+    return init_conditioning or "noise-sd"
 
 
 def estimate_levels(patches: np.ndarray, conditioning: str | None = "noise-sd") -> np.ndarray:

@@ -53,6 +53,11 @@ class DataConfig:
             would otherwise be taught as anatomy to keep, drops about ``sqrt(voxels per block)``-fold (white
             noise; less where it is correlated over more than a block); the spacing grows by the factor, so
             anatomy is finer on the voxel grid. Paired targets and validation volumes are averaged alike.
+        sublattice: (z, y, x) strides; above 1, each patch is cut ``patch_size × sublattice`` large, made noisy
+            at full resolution and split into its sub-lattices, which become the samples the network sees (told
+            the level measured on the whole patch, as the denoiser does). Trains a sub-lattice twin: a network
+            for scanner grain made nearly white by sub-lattice denoising, which learns what aliased anatomy
+            looks like there. Not with self-supervised mode or noise.noisier2noise. (1, 1, 1): off.
     """
 
     patch_size: tuple[int, ...] = (48, 48, 48)
@@ -65,6 +70,7 @@ class DataConfig:
     foreground_probability: float = 0.9
     phantom_fraction: float = 0.0
     block_average: int = 1
+    sublattice: tuple[int, ...] = (1, 1, 1)
 
     def __post_init__(self) -> None:
         set_field(self, "patch_size", check_ints("data.patch_size", self.patch_size, 3, 1))
@@ -81,6 +87,9 @@ class DataConfig:
         set_field(self, "foreground_probability", probability)
         set_field(self, "phantom_fraction", check_number("data.phantom_fraction", self.phantom_fraction, 0, 1))
         set_field(self, "block_average", check_ints("data.block_average", self.block_average, 1, 1)[0])
+        set_field(self, "sublattice", check_ints("data.sublattice", self.sublattice, 3, 1))
+        if max(self.sublattice) > 4:
+            raise ConfigError(f"data.sublattice must be strides of 1-4, got {list(self.sublattice)}")
 
 
 @dataclass(frozen=True)
@@ -358,6 +367,9 @@ class TrainConfig:
         for name in ("blind", "planar"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if max(self.data.sublattice) > 1 and (self.mode == "self-supervised" or self.noise.noisier2noise):
+            raise ConfigError(f"data.sublattice {list(self.data.sublattice)} needs a clean target: not with mode "
+                              f"self-supervised or noise.noisier2noise, got mode {self.mode!r}")
         if self.network.architecture == "patch_discriminator":
             raise ConfigError("network.architecture must be residual_autoencoder or gan_generator, got 'patch_discriminator' "
                               "(the discriminator is set under gan:)")

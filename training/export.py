@@ -18,8 +18,10 @@ from typing import Any
 from MedicalDenoiseLib.errors import MedicalDenoiseError
 from MedicalDenoiseLib.models.model_files import ModelCard, load_model, save_model
 from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
+from MedicalDenoiseLib.models.twins import twin_kind
 
 from .checkpoint import BEST, CHECKPOINT, load_checkpoint
+from .conditioning import run_conditioning
 from .config import config_from_dict
 from .errors import RunFolderError
 
@@ -102,7 +104,7 @@ def model_card(state: dict[str, Any], name: str | None = None, description: str 
     return ModelCard(name=name or config.name, description=summary, network=network, noise_kinds=kinds,
                      intended_use=use,
                      noise_range=noise_range, modalities=modalities, training_data=data,
-                     training=training, metrics=metrics, conditioning=init.get("init_conditioning", "noise-sd"))
+                     training=training, metrics=metrics, conditioning=run_conditioning(True, init.get("init_conditioning"), config.data.sublattice))
 
 
 def export_run(run: str | Path, out: str | Path, name: str | None = None, which: str = "auto",
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="best validation score or last step (auto: best when there was validation)")
     p.add_argument("--register", action="store_true", help="add it to MedicalDenoise/Resources/Models.json")
     p.add_argument("--default", action="store_true", help="with --register: make it the default model")
-    p.add_argument("--twin-of", metavar="NAME", help="a planar run: register it as the planar twin of NAME")
+    p.add_argument("--twin-of", metavar="NAME", help="a planar or sub-lattice run: register it as that twin of NAME")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     for stream in (sys.stdout, sys.stderr):
         # Messages hold ×, → or …: never crash on a terminal or pipe that cannot show them.
@@ -154,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             from .register import register
 
             register(path, twin_of=args.twin_of)
-            print(f"registered {card.name} in Models.json as the planar twin of {args.twin_of}: 2D images "
+            kind = twin_kind(card)
+            use = "2D images" if kind == "planar" else "the sub-lattices of scanner grain"
+            print(f"registered {card.name} in Models.json as the {kind} twin of {args.twin_of}: {use} "
                   f"denoised with {args.twin_of} run through it")
             return 0
         if args.register:

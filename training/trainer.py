@@ -31,6 +31,7 @@ from MedicalDenoiseLib.models.networks import NetworkConfig, build_network
 
 from .batches import Batch, BatchMaker, BatchStream
 from .checkpoint import BEST, CHECKPOINT, capture_rng, restore_rng, save_checkpoint
+from .conditioning import run_conditioning
 from .config import config_to_dict
 from .distributed import DistributedContext
 from .errors import NonFiniteLossError, RunFolderError
@@ -165,10 +166,9 @@ class Trainer:
         return network
 
     def _conditioning(self) -> str | None:
-        """The level the network is told: none when blind; the started-from model's scale when fine-tuning."""
-        if not self.network_config.noise_level_input:
-            return None
-        return self.init_info.get("init_conditioning", "noise-sd")
+        """The level the network is told (:func:`~training.conditioning.run_conditioning`)."""
+        return run_conditioning(self.network_config.noise_level_input, self.init_info.get("init_conditioning"),
+                                self.config.data.sublattice)
 
     def _patch_multiples(self) -> tuple[int, int, int]:
         """What each patch extent must be a multiple of (z, y, x); checks ``data.patch_size`` against it."""

@@ -95,10 +95,12 @@ class _Scan:
     level: float | None
     strides: tuple[int, int, int]
     noise: ScanNoise
+    start: LoadedModel  # the network the Denoiser runs there: the model, or its sub-lattice twin on sub-lattices
 
 
 def _prepare(volume: Volume, model: LoadedModel, modality: str) -> _Scan:
-    """The scan as the Denoiser will see it: normalised, its noise and its sub-lattice strides.
+    """The scan as the Denoiser will see it: normalised, its noise, its sub-lattice strides and the network
+    that runs on them.
 
     Raises:
         InputError: a volume too small, constant, or without measurable noise.
@@ -120,13 +122,14 @@ def _prepare(volume: Volume, model: LoadedModel, modality: str) -> _Scan:
     estimate = estimate_noise(normalized)
     if not estimate.sigma > 0 or estimate.patches == 0:
         raise InputError(f"{name}: no measurable noise (no flat region to measure it in); adapting needs a noisy scan")
-    card = model.card
-    strides = (1, 1, 1) if learned_grain(card.noise_kinds) else measure_grain(estimate, normalized).strides
+    strides = (1, 1, 1) if learned_grain(model.card.noise_kinds) else measure_grain(estimate, normalized).strides
     whole = strides == (1, 1, 1)
+    start = model.sublattice if not whole and model.sublattice is not None else model
+    card = start.card
     fine = estimate.fine_scale_sigma if whole else estimate.sigma
     settings = network_settings("auto", estimate.sigma, fine, normalizer.scale, card.network.noise_level_input,
                                 card.conditioning)
-    return _Scan(normalized, chosen, settings.level, strides, measure_scan_noise(normalized, estimate, chosen))
+    return _Scan(normalized, chosen, settings.level, strides, measure_scan_noise(normalized, estimate, chosen), start)
 
 
 def _regions(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +178,7 @@ def adapt_to_scan(
     target = resolve_device(device)
     rng = np.random.default_rng(seed)
     train_region, held_region = _regions(scan.normalized)
-    multiple = base.card.network.size_multiples
+    multiple = scan.start.card.network.size_multiples
     make = lambda region: RecorruptedPairs(region, scan.noise, scan.strides, PATCH, multiple)  # noqa: E731
     training, held = make(train_region), make(held_region)
     level = None if scan.level is None else training.told_level(scan.level)
@@ -183,7 +186,7 @@ def adapt_to_scan(
     choose_set = [held.batch(1, checks) for _ in range(CHECK_PAIRS)]
     decide_set = [held.batch(1, checks) for _ in range(CHECK_PAIRS)]
 
-    network = copy.deepcopy(base.network).float().to(target)
+    network = copy.deepcopy(scan.start.network).float().to(target)
     network.eval()
     base_choose = _losses(network, choose_set, level, target)
     base_decide = _losses(network, decide_set, level, target)
@@ -227,7 +230,7 @@ def adapt_to_scan(
     adapted = base
     if kept:
         network = network.cpu().eval()
-        card = _adapted_card(base, volume, scan, steps, step_seconds, time.perf_counter() - started, change)
+        card = _adapted_card(scan.start, volume, scan, steps, step_seconds, time.perf_counter() - started, change)
         adapted = LoadedModel(network, card, Path(volume.source or "adapted"), "", None)
     return Adaptation(adapted, kept, steps, time.perf_counter() - started, step_seconds, change, spread,
                       scan.noise, scan.strides)

@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+_TWIN_USE = {"planar": "2D images run through", "sublattice": "sub-lattices of scanner grain run through"}
+
+
 def run(args) -> int:
     default = default_model_name()
     by_modality = modality_defaults()
@@ -36,13 +39,12 @@ def run(args) -> int:
         print(f"  modalities {', '.join(card.modalities)}; noise {', '.join(card.noise_kinds)}, "
               f"SD {low:.1%}–{high:.1%} of the normalised range")
         print(f"  trained on {len(card.training_data)} volumes: {', '.join(card.training_data)}")
-        if entry.planar_file is not None:
+        for kind, (file, sha256) in entry.twins.items():
             try:
-                twin = load_model(entry.planar_file, expected_sha256=entry.planar_sha256).card
-                print(f"  2D images run through its planar twin {twin.name} (file {entry.planar_file.name}, "
-                      f"sha256 {entry.planar_sha256[:16]}…)")
+                twin = load_model(file, expected_sha256=sha256).card
+                print(f"  {_TWIN_USE[kind]} its {kind} twin {twin.name} (file {file.name}, sha256 {sha256[:16]}…)")
             except ModelFileError as exc:
-                print(f"  planar twin UNUSABLE: {exc}")
+                print(f"  {kind} twin UNUSABLE: {exc}")
                 status = 1
         for key, value in card.metrics.items() if args.verbose else []:
             print(f"  {key}: {value}")

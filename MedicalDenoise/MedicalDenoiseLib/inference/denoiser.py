@@ -48,7 +48,8 @@ class DenoiseResult:
         device: where the network ran (after any fallback).
         seconds: wall time.
         messages: things the user should know (non-finite voxels, fallbacks, constant input).
-        network: the name of the network that ran: the model's, or its planar twin's for a 2D image.
+        network: the name of the network that ran: the model's, its planar twin's for a 2D image, or its
+            sub-lattice twin's on sub-lattices.
         grain: the noise grain measured and the sub-lattice strides the network ran on.
     """
 
@@ -159,7 +160,8 @@ class Denoiser:
         found = self._grain(strides, estimate, normalized)
         batch = volume3d[None] if found.whole else split(volume3d, found.strides)
         layout = self._layout(batch.shape[1:])
-        card = self._planar_model().card if layout == "planar" else self.model.card
+        runner = self._runner(layout, found.whole)
+        card = runner.card
         # On sub-lattices the grain is white: its finest scale holds the whole noise, whatever the model's scale.
         fine = estimate.fine_scale_sigma if found.whole else estimate.sigma
         settings = network_settings(strength, estimate.sigma, fine, normalizer.scale,
@@ -170,7 +172,7 @@ class Denoiser:
                 f"noise level {settings.used_sd * normalizer.scale:.3g} is above what the model was trained for; "
                 "the result may be smoother than expected"
             )
-        output, device_used = self._run_tiled(batch, settings.level, layout, progress, cancel, messages)
+        output, device_used = self._run_tiled(batch, settings.level, layout, runner, progress, cancel, messages)
         del batch
         output = output[0] if found.whole else agree(merge(output, found.strides, volume3d.shape), volume3d, found.strides)
         output = output.reshape(array.shape)
@@ -206,6 +208,15 @@ class Denoiser:
         """The model itself when it is planar, else its planar twin (None without one)."""
         return self.model if self.model.card.network.spatial_dims == 2 else self.model.planar
 
+    def _runner(self, layout: str, whole: bool) -> LoadedModel:
+        """The model whose network runs: the planar one for the planar layout; on sub-lattices the model's
+        sub-lattice twin when it has one (trained on exactly that input); else the model itself."""
+        if layout == "planar":
+            return self._planar_model()
+        if not whole and self.model.sublattice is not None:
+            return self.model.sublattice
+        return self.model
+
     def _layout(self, shape: tuple[int, int, int]) -> str:
         """How a ``(D, H, W)`` input runs: "planar" (slice by slice, through a planar model or, for one
         slice, the model's planar twin), "depth-last" (a thin volume with its first axis moved last) or
@@ -214,14 +225,15 @@ class Denoiser:
             return "planar"
         return "depth-last" if shape[0] <= _THIN_DEPTH else "volume"
 
-    def _network(self, layout: str) -> torch.nn.Module:
-        """The network for ``layout``, prepared on this Denoiser's device once."""
-        if layout == "volume":
+    def _network(self, layout: str, runner: LoadedModel) -> torch.nn.Module:
+        """``runner``'s network for ``layout``, prepared on this Denoiser's device once."""
+        if layout == "volume" and runner is self.model:
             return self.network
-        if layout not in self._variants:
-            source = self._planar_model().network if layout == "planar" else depth_last(self.network)
-            self._variants[layout] = _prepared(source, self.device)
-        return self._variants[layout]
+        key = f"{layout} {runner.card.name}"
+        if key not in self._variants:
+            source = depth_last(runner.network) if layout == "depth-last" else runner.network
+            self._variants[key] = _prepared(source, self.device)
+        return self._variants[key]
 
     def _move_to(self, device: torch.device) -> None:
         """Puts the network on ``device`` and makes it this Denoiser's device for every later call."""
@@ -230,8 +242,8 @@ class Denoiser:
         self.network = _prepared(self.network, device)
         self._variants = {}
 
-    def _predictor(self, level: float, layout: str):
-        network = self._network(layout)
+    def _predictor(self, level: float, layout: str, runner: LoadedModel):
+        network = self._network(layout, runner)
         device = self.device
         use_amp = device.type == "cuda"
         channels_last = device.type == "cpu" and layout != "planar"
@@ -255,7 +267,7 @@ class Denoiser:
 
         return predict_flipped
 
-    def _run_tiled(self, volumes, level, layout, progress, cancel, messages) -> tuple[np.ndarray, str]:
+    def _run_tiled(self, volumes, level, layout, runner, progress, cancel, messages) -> tuple[np.ndarray, str]:
         """Runs the tiles of ``volumes`` ``(B, D, H, W)`` (the sub-lattices of one image, or the image alone), the
         ``B`` tiles at one place as one batch, halving tiles on GPU out-of-memory; in the end this Denoiser moves
         to the CPU.
@@ -267,7 +279,7 @@ class Denoiser:
         """
         planar = layout == "planar"
         thin = layout == "depth-last"
-        multiple = (self._planar_model() if planar else self.model).card.network.size_multiples
+        multiple = runner.card.network.size_multiples
         work = np.ascontiguousarray(volumes.transpose(0, 2, 3, 1)) if thin else volumes
         report = _ProgressAcrossRetries(progress)
         tile = _batch_tile(self.tile_size, len(volumes))
@@ -275,7 +287,7 @@ class Denoiser:
             try:
                 overlap = min(self.overlap, tile // 4)
                 output = sliding_window_inference(
-                    work, self._predictor(level, layout), tile_size=_tile_shape(work.shape[1:], tile, layout, multiple),
+                    work, self._predictor(level, layout, runner), tile_size=_tile_shape(work.shape[1:], tile, layout, multiple),
                     overlap=_overlaps(overlap, layout), size_multiple=multiple,
                     device=self.device, progress=report, cancel=cancel,
                 )

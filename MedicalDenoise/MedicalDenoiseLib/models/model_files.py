@@ -77,7 +77,8 @@ class ModelCard:
 class LoadedModel:
     """A network ready for inference (eval mode, on the CPU) and its card.
 
-    ``planar`` is the model's planar twin, if it ships one: the network 2D images run through.
+    ``planar`` is the model's planar twin, if it ships one: the network 2D images run through; ``sublattice``
+    its sub-lattice twin, the network that runs on sub-lattices of scanner grain (see ``twins.py``).
     """
 
     network: nn.Module
@@ -85,6 +86,7 @@ class LoadedModel:
     path: Path
     sha256: str
     planar: "LoadedModel | None" = None
+    sublattice: "LoadedModel | None" = None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import ModelFileError
 from .model_files import LoadedModel, load_model
+from .twins import TWIN_KINDS, twin_kind
 
 __all__ = ["RegistryEntry", "resources_dir", "registry_path", "list_models", "modality_defaults", "default_model_name", "resolve_model", "open_model"]
 
@@ -16,15 +17,15 @@ __all__ = ["RegistryEntry", "resources_dir", "registry_path", "list_models", "mo
 class RegistryEntry:
     """One shipped model. ``measured`` holds the benchmark's headline numbers for it (docs/benchmarks.md);
     they live here, not in the model file, so measuring again does not change the file's sha256.
-    ``planar_file`` is its planar twin, which 2D images run through (see ``networks/planar.py``)."""
+    ``twins`` maps a twin kind ("planar": the network 2D images run through; "sublattice": the network that
+    runs on the sub-lattices of scanner grain; see ``twins.py``) to its file and sha256."""
 
     name: str
     file: Path
     sha256: str
     summary: str
     measured: dict = field(default_factory=dict)
-    planar_file: Path | None = None
-    planar_sha256: str | None = None
+    twins: dict[str, tuple[Path, str | None]] = field(default_factory=dict)
 
 
 def resources_dir() -> Path:
@@ -69,9 +70,8 @@ def list_models() -> list[RegistryEntry]:
     base = registry_path().parent
     entries = []
     for m in data["models"]:
-        planar = m.get("planar") or {}
-        entries.append(RegistryEntry(m["name"], base / m["file"], m["sha256"], m["summary"], m.get("measured", {}),
-                                     base / planar["file"] if planar else None, planar.get("sha256")))
+        twins = {kind: (base / m[kind]["file"], m[kind].get("sha256")) for kind in TWIN_KINDS if m.get(kind)}
+        entries.append(RegistryEntry(m["name"], base / m["file"], m["sha256"], m["summary"], m.get("measured", {}), twins))
     return entries
 
 
@@ -111,17 +111,19 @@ def _resolve(name_or_path: str | None) -> tuple[RegistryEntry | None, Path | Non
 
 def open_model(name_or_path: str | None = None) -> LoadedModel:
     """Resolves and loads a model, checking the registry's sha256 for shipped models; a shipped model's
-    planar twin is loaded with it (checked the same way).
+    twins are loaded with it (checked the same way).
 
     Raises:
-        ModelFileError: for an unknown name, a damaged file, or a twin that is not planar.
+        ModelFileError: for an unknown name, a damaged file, or a twin that is not of its kind.
     """
     entry, path = _resolve(name_or_path)
     if entry is None:
         return load_model(path)
     model = load_model(entry.file, expected_sha256=entry.sha256)
-    if entry.planar_file is not None:
-        model.planar = load_model(entry.planar_file, expected_sha256=entry.planar_sha256)
-        if model.planar.card.network.spatial_dims != 2:
-            raise ModelFileError(f"{entry.planar_file}: registered as the planar twin of {entry.name} but is not planar")
+    for kind, (file, sha256) in entry.twins.items():
+        twin = load_model(file, expected_sha256=sha256)
+        if twin_kind(twin.card) != kind:
+            raise ModelFileError(f"{file}: registered as the {kind} twin of {entry.name} but is not one "
+                                 f"(its card says {twin_kind(twin.card) or 'a whole-image model'})")
+        setattr(model, kind, twin)
     return model
