@@ -1,6 +1,8 @@
 """Adapting a model to one scan: the scan's noise, the recorrupted pairs' loss, the budget, refusals and the card."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from conftest import oblique_geometry, phantom
 from MedicalDenoiseLib.adaptation import fine_tune
 from MedicalDenoiseLib.adaptation.fine_tune import adapt_to_scan
 from MedicalDenoiseLib.adaptation.fitted_series import fitted_to, other_series_note, voxels_sha256
+from MedicalDenoiseLib.adaptation.lesion_check import lesion_retention
 from MedicalDenoiseLib.adaptation.recorrupted_pairs import RecorruptedPairs
 from MedicalDenoiseLib.adaptation.scan_noise import ScanNoise, acquired_band, measure_scan_noise
 from MedicalDenoiseLib.errors import InputError
@@ -94,6 +97,8 @@ def test_the_budget_is_kept_on_a_clock_that_only_steps_forward(monkeypatch, tiny
     """With a clock that advances 1 s each time it is read, training stops before the budget is spent."""
     ticks = iter(range(10**6))
     monkeypatch.setattr(fine_tune.time, "perf_counter", lambda: float(next(ticks)))
+    # The lesion check's denoising reads the same clock many times; here only the training loop is timed.
+    monkeypatch.setattr(fine_tune, "lesion_retention", lambda *args: 1.0)
     realised = _kspace_scan()
     adaptation = adapt_to_scan(_volume(realised.noisy), str(tiny_model_file), seconds=20)
     assert 0 < adaptation.steps < 20
@@ -112,6 +117,7 @@ def test_adapted_model_card_and_series_check(tmp_path, tiny_model_file):
     assert fitted_to(card) == ("patient-free-name.nii.gz", voxels_sha256(realised.noisy))
     assert card.training["adaptation"]["steps"] == adaptation.steps > 0
     assert card.training["adaptation"]["from"] == "tiny-test"
+    assert card.training["adaptation"]["lesions_kept"] == round(adaptation.lesions.adapted, 3)
     assert other_series_note(card, realised.noisy) is None
     assert "fitted to another series" in other_series_note(card, realised.noisy + 1)
     # The adapted network is a different network, and the Denoiser runs it on the scan's geometry.
@@ -120,3 +126,40 @@ def test_adapted_model_card_and_series_check(tmp_path, tiny_model_file):
     assert any(not torch.equal(base[k], moved[k]) for k in base)
     result = Denoiser(load_model(path)).denoise(volume)
     assert result.volume.geometry == volume.geometry and result.volume.array.shape == SHAPE
+
+
+class _Filter(torch.nn.Module):
+    """A stand-in network: the identity, or a 5-voxel box mean that flattens small lesions."""
+
+    def __init__(self, config, smooth: bool) -> None:
+        super().__init__()
+        self.config, self.smooth = config, smooth
+
+    def forward(self, x, level=None):
+        return torch.nn.functional.avg_pool3d(x, 5, stride=1, padding=2, count_include_pad=False) if self.smooth else x
+
+
+def test_lesion_check_fails_a_model_that_flattens_small_lesions(tiny_model_file):
+    tiny = load_model(tiny_model_file)
+    identity, smoother = (replace(tiny, network=_Filter(tiny.card.network, smooth)) for smooth in (False, True))
+    scan = _kspace_scan().noisy.astype(np.float32)
+    args = (scan, _volume(scan), "mr", (1, 2, 2), 0.04, "cpu")
+    assert lesion_retention(identity, *args) == pytest.approx(1.0, abs=1e-3)
+    assert lesion_retention(smoother, *args) < 0.6
+
+
+def test_an_adapted_model_that_takes_lesions_is_not_kept(monkeypatch, tiny_model_file):
+    base = load_model(tiny_model_file)
+    monkeypatch.setattr(fine_tune, "lesion_retention", lambda model, *args: 0.9 if model is base else 0.3)
+    adaptation = adapt_to_scan(_volume(_kspace_scan().noisy), base, seconds=20, keep_time_to_denoise=False)
+    assert adaptation.steps > 0 and not adaptation.kept and adaptation.model is base
+    assert "adapting took small lesions: it kept 30% of their amplitude, the shipped model 90%" in adaptation.describe()
+
+
+def test_a_scan_with_no_place_for_a_lesion_is_not_adapted(monkeypatch, tiny_model_file):
+    def no_room(*args):
+        raise ValueError("no flat voxel lies 3 radii from the border")
+    monkeypatch.setattr(fine_tune, "lesion_retention", no_room)
+    adaptation = adapt_to_scan(_volume(_kspace_scan().noisy), str(tiny_model_file), seconds=20)
+    assert adaptation.steps == 0 and not adaptation.kept
+    assert adaptation.describe().startswith("not adapted: a fitted model could not be checked for small lesions")

@@ -30,14 +30,14 @@ import torch
 from _common import command_line, default_data_dir, ensure_library_importable, machine_line, publish, utc_now
 from realistic_acquisitions import SETTINGS, SOURCES, acquire, bm4d_region, estimate_psd, prepare
 from realistic_methods import bm4d_available, bm4d_with_psd
-from sublattice import _lesion_radii, _seam, _table, _volume
+from sublattice import _seam, _table, _volume
 
 ensure_library_importable()
 from MedicalDenoiseLib.adaptation.fine_tune import adapt_to_scan  # noqa: E402
 from MedicalDenoiseLib.errors import InputError  # noqa: E402
 from MedicalDenoiseLib.evaluation.baselines import best_anisotropic_diffusion  # noqa: E402
 from MedicalDenoiseLib.evaluation.crops import centre_crop  # noqa: E402
-from MedicalDenoiseLib.evaluation.lesion_retention import measure_retention  # noqa: E402
+from MedicalDenoiseLib.evaluation.lesion_retention import lesion_radii, measure_retention  # noqa: E402
 from MedicalDenoiseLib.evaluation.metrics import psnr, residual_structure_correlation  # noqa: E402
 from MedicalDenoiseLib.evaluation.reference_free import (edge_sharpness, flat_region_mask, flat_region_noise_sd,  # noqa: E402
                                                          foreground_mask, strong_edge_mask)
@@ -135,7 +135,7 @@ def real_part(data: Path, minutes: float) -> list[str]:
             run = lambda image, d=chosen: d.denoise(_volume(image, spacing, modality)).volume.array  # noqa: E731
             out = run(array)
             try:
-                kept = f"{measure_retention(run, array, np.random.default_rng(0), radii=_lesion_radii(array)):.0%}"
+                kept = f"{measure_retention(run, array, np.random.default_rng(0), radii=lesion_radii(array.shape)):.0%}"
             except ValueError as reason:  # no flat place far enough from the border for a lesion
                 kept = f"– ({reason})"
             cells.append(f"{flat_region_noise_sd(out, flat) / noise_in:.2f} / {edge_sharpness(out, edges) / edge_in:.2f} / "

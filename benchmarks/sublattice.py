@@ -34,7 +34,7 @@ from realistic_lcd import make_phantom, realisations
 
 ensure_library_importable()
 from MedicalDenoiseLib.evaluation.baselines import best_anisotropic_diffusion  # noqa: E402
-from MedicalDenoiseLib.evaluation.lesion_retention import measure_retention  # noqa: E402
+from MedicalDenoiseLib.evaluation.lesion_retention import lesion_radii, measure_retention  # noqa: E402
 from MedicalDenoiseLib.evaluation.metrics import psnr, residual_structure_correlation  # noqa: E402
 from MedicalDenoiseLib.evaluation.reference_free import (edge_sharpness, flat_region_mask, flat_region_noise_sd,  # noqa: E402
                                                          foreground_mask, strong_edge_mask)
@@ -152,13 +152,6 @@ def _real_image(path: Path) -> tuple[np.ndarray, tuple[float, ...], str]:
     return array, spacing, path.name.split("_", 1)[0]
 
 
-def _lesion_radii(array: np.ndarray) -> tuple[float, ...]:
-    """4-pixel blobs in 2D; 1.5 × 3 × 3 voxels in a volume, one slice thin where it has only a few slices."""
-    if array.ndim == 2:
-        return (4.0, 4.0)
-    return (1.5, 3.0, 3.0) if array.shape[0] >= 10 else (0.3, 3.0, 3.0)
-
-
 def real_part(data: Path, denoisers: dict[str, Denoiser], paths=PATHS) -> list[str]:
     rows = []
     for name in REAL_FILES:
@@ -179,7 +172,7 @@ def real_part(data: Path, denoisers: dict[str, Denoiser], paths=PATHS) -> list[s
             result = run(array)
             out = result.volume.array
             kept = measure_retention(lambda image: run(image).volume.array, array, np.random.default_rng(0),
-                                     radii=_lesion_radii(array))
+                                     radii=lesion_radii(array.shape))
             cells.append(f"{flat_region_noise_sd(out, flat) / noise_in:.2f} / {edge_sharpness(out, edges) / edge_in:.2f} / "
                          f"{_seam(out):.2f} / {kept:.0%}" + (f" ({'×'.join(map(str, result.grain.strides[1:]))})" if grain == "auto" else ""))
         rows.append(cells)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .reference_free import foreground_mask, local_sd
 
-__all__ = ["LesionSet", "insert_lesions", "retention", "measure_retention"]
+__all__ = ["LesionSet", "lesion_radii", "insert_lesions", "retention", "measure_retention"]
 
 # A foreground under this share of the image means the threshold missed the body; then all voxels are used.
 _MIN_FOREGROUND_FRACTION = 0.1
@@ -27,6 +27,14 @@ _SEPARATION = 4.0
 _BORDER = 3.0
 _CORE_LEVEL = 0.5
 _MAX_CANDIDATES = 200_000
+
+
+def lesion_radii(shape: tuple[int, ...]) -> tuple[float, ...]:
+    """Blob radii in voxels for an image of ``shape``: 4-pixel blobs in 2D; 1.5 × 3 × 3 voxels (z, y, x) in a
+    volume, and one slice thin (0.3) where it has under 10 slices, so a blob fits between the borders."""
+    if len(shape) == 2:
+        return (4.0, 4.0)
+    return (1.5, 3.0, 3.0) if shape[0] >= 10 else (0.3, 3.0, 3.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,8 +67,8 @@ def insert_lesions(image: np.ndarray, count: int = 12, radii: tuple[float, ...] 
     Args:
         image: ``(D, H, W)`` or ``(H, W)``, any intensity units.
         count: lesions wanted (>= 1); fewer are placed when the flat region cannot hold them.
-        radii: per-axis radius in voxels, ``r² = Σ ((x_i − c_i) / radius_i)²``; default ``(1.5, 3, 3)`` in
-            3D (thick slices) and ``(4, 4)`` in 2D.
+        radii: per-axis radius in voxels, ``r² = Σ ((x_i − c_i) / radius_i)²``; default
+            :func:`lesion_radii`.
         contrast: peak in units of that noise level (> 0).
         rng: random generator for the centres (default: seed 0, so a benchmark repeats itself).
 
@@ -73,8 +81,7 @@ def insert_lesions(image: np.ndarray, count: int = 12, radii: tuple[float, ...] 
     values = np.asarray(image, dtype=np.float64)
     if values.ndim not in (2, 3) or values.size == 0:
         raise ValueError(f"image must be a non-empty 2D or 3D array, got shape {values.shape}")
-    radii = np.asarray(radii if radii is not None else ((1.5, 3.0, 3.0) if values.ndim == 3 else (4.0, 4.0)),
-                       dtype=np.float64)
+    radii = np.asarray(radii if radii is not None else lesion_radii(values.shape), dtype=np.float64)
     if radii.shape != (values.ndim,) or not np.all(radii > 0):
         raise ValueError(f"radii must be {values.ndim} numbers > 0, got {radii.tolist()}")
     if int(count) != count or count < 1 or not contrast > 0:
