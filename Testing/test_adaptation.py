@@ -13,7 +13,7 @@ from MedicalDenoiseLib.adaptation.fine_tune import adapt_to_scan
 from MedicalDenoiseLib.adaptation.fitted_series import fitted_to, other_series_note, voxels_sha256
 from MedicalDenoiseLib.adaptation.lesion_check import lesion_retention
 from MedicalDenoiseLib.adaptation.recorrupted_pairs import RecorruptedPairs
-from MedicalDenoiseLib.adaptation.scan_noise import ScanNoise, acquired_band, measure_scan_noise
+from MedicalDenoiseLib.adaptation.scan_noise import FLAT_PATCH_SHARE, ScanNoise, acquired_band, measure_scan_noise
 from MedicalDenoiseLib.errors import InputError
 from MedicalDenoiseLib.estimation.noise_estimation import estimate_noise
 from MedicalDenoiseLib.inference.denoiser import Denoiser
@@ -49,7 +49,7 @@ def test_white_noise_shows_no_band_and_falls_back_to_the_kernel():
     power = np.abs(np.fft.fftn(noisy - noisy.mean())) ** 2
     assert acquired_band(power)[1:] == (0.5, 0.5)
     noise = measure_scan_noise(noisy, estimate_noise(noisy), "mr")
-    assert noise.band is None and noise.sd == pytest.approx(0.04, rel=0.25)
+    assert noise.band is None and noise.sd == pytest.approx(FLAT_PATCH_SHARE * 0.04, rel=0.25)
 
 
 def test_drawn_noise_has_the_band_and_the_level():
