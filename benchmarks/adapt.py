@@ -37,7 +37,7 @@ from MedicalDenoiseLib.adaptation.fine_tune import adapt_to_scan  # noqa: E402
 from MedicalDenoiseLib.errors import InputError  # noqa: E402
 from MedicalDenoiseLib.evaluation.baselines import best_anisotropic_diffusion  # noqa: E402
 from MedicalDenoiseLib.evaluation.crops import centre_crop  # noqa: E402
-from MedicalDenoiseLib.evaluation.lesion_retention import lesion_radii, measure_retention  # noqa: E402
+from MedicalDenoiseLib.evaluation.lesion_retention import measure_retention  # noqa: E402
 from MedicalDenoiseLib.evaluation.metrics import psnr, residual_structure_correlation  # noqa: E402
 from MedicalDenoiseLib.evaluation.reference_free import (edge_sharpness, flat_region_mask, flat_region_noise_sd,  # noqa: E402
                                                          foreground_mask, strong_edge_mask)
@@ -135,7 +135,7 @@ def real_part(data: Path, minutes: float) -> list[str]:
             run = lambda image, d=chosen: d.denoise(_volume(image, spacing, modality)).volume.array  # noqa: E731
             out = run(array)
             try:
-                kept = f"{measure_retention(run, array, np.random.default_rng(0), radii=lesion_radii(array.shape)):.0%}"
+                kept = f"{measure_retention(run, array, np.random.default_rng(0)):.0%}"
             except ValueError as reason:  # no flat place far enough from the border for a lesion
                 kept = f"– ({reason})"
             cells.append(f"{flat_region_noise_sd(out, flat) / noise_in:.2f} / {edge_sharpness(out, edges) / edge_in:.2f} / "

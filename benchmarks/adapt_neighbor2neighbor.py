@@ -222,7 +222,7 @@ def reference_case(key, data, seconds, methods, emit):
 def real_case(name, data, seconds, methods, emit):
     from adapt import _real_volume
     from sublattice import _volume
-    from MedicalDenoiseLib.evaluation.lesion_retention import lesion_radii, measure_retention
+    from MedicalDenoiseLib.evaluation.lesion_retention import measure_retention
     from MedicalDenoiseLib.evaluation.reference_free import (edge_sharpness, flat_region_mask,
                                                              flat_region_noise_sd, foreground_mask, strong_edge_mask)
     array, spacing, modality = _real_volume(data / name)
@@ -235,7 +235,7 @@ def real_case(name, data, seconds, methods, emit):
         denoiser, extra = _denoiser(method, volume, seconds)
         run = lambda image, d=denoiser: d.denoise(_volume(image, spacing, modality)).volume.array  # noqa: E731
         out = run(array)
-        lesions = measure_retention(run, array, np.random.default_rng(0), radii=lesion_radii(array.shape))
+        lesions = measure_retention(run, array, np.random.default_rng(0))
         emit({**extra, "case": name, "method": method, "shape": list(array.shape),
               "noise_left": flat_region_noise_sd(out, flat) / noise_in,
               "edges": edge_sharpness(out, edges) / edge_in, "lesions": lesions})

@@ -34,7 +34,7 @@ from realistic_lcd import make_phantom, realisations
 
 ensure_library_importable()
 from MedicalDenoiseLib.evaluation.baselines import best_anisotropic_diffusion  # noqa: E402
-from MedicalDenoiseLib.evaluation.lesion_retention import lesion_radii, measure_retention  # noqa: E402
+from MedicalDenoiseLib.evaluation.lesion_retention import measure_retention  # noqa: E402
 from MedicalDenoiseLib.evaluation.metrics import psnr, residual_structure_correlation  # noqa: E402
 from MedicalDenoiseLib.evaluation.reference_free import (edge_sharpness, flat_region_mask, flat_region_noise_sd,  # noqa: E402
                                                          foreground_mask, strong_edge_mask)
@@ -171,8 +171,7 @@ def real_part(data: Path, denoisers: dict[str, Denoiser], paths=PATHS) -> list[s
             run = lambda image: denoisers[label].denoise(_volume(image, spacing, modality), grain=grain)  # noqa: E731
             result = run(array)
             out = result.volume.array
-            kept = measure_retention(lambda image: run(image).volume.array, array, np.random.default_rng(0),
-                                     radii=lesion_radii(array.shape))
+            kept = measure_retention(lambda image: run(image).volume.array, array, np.random.default_rng(0))
             cells.append(f"{flat_region_noise_sd(out, flat) / noise_in:.2f} / {edge_sharpness(out, edges) / edge_in:.2f} / "
                          f"{_seam(out):.2f} / {kept:.0%}" + (f" ({'×'.join(map(str, result.grain.strides[1:]))})" if grain == "auto" else ""))
         rows.append(cells)

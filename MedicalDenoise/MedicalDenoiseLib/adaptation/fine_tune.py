@@ -5,8 +5,8 @@ denoiser will run it on, with noise drawn like the scan's own (:mod:`.scan_noise
 fifth along its longest axis) is never trained on: pairs cut there pick the best checkpoint, and a second, separate
 set of pairs decides whether the adapted model is kept at all. It is kept only when it beats the shipped model on
 that second set by more than twice the spread of the difference, and only if it keeps small inserted lesions as
-well as the shipped model (:mod:`.lesion_check`); otherwise the shipped model stays, and the result says so. Measured on MR acquired in k-space (the template, 3 % and 6 %, 2.5 minutes, all layers, Adam):
-learning rate 2e-5 gains +0.5 dB in about 200 steps, 5e-5 +0.7 dB in about 370; noise drawn at the flat-patch
+well as the shipped model (:mod:`.lesion_check`); otherwise the shipped model stays, and the result says so.
+Measured on MR acquired in k-space (the template, 3 % and 6 %, 2.5 minutes, all layers, Adam): learning rate 2e-5 gains +0.5 dB in about 200 steps, 5e-5 +0.7 dB in about 370; noise drawn at the flat-patch
 estimate's level (15–45 % too strong there) loses 0.1–0.4 dB and removes more anatomy, which is why the level is
 read from the k-space band when the image shows one.
 """
@@ -98,7 +98,7 @@ class Adaptation:
         if self.lesions is not None:
             return (f"adapting took small lesions: it kept {self.lesions.adapted:.0%} of their amplitude, the shipped "
                     f"model {self.lesions.shipped:.0%} ({trained}); the shipped model is used")
-        return f"adapting did not help ({self.steps} steps of {self.step_seconds:.2f} s, {change}): the shipped model is used"
+        return f"adapting did not help ({trained}): the shipped model is used"
 
 
 @dataclass
@@ -255,25 +255,23 @@ def adapt_to_scan(
     adapted, lesions = base, None
     if kept:
         network = network.cpu().eval()
-        card = _adapted_card(scan.start, volume, scan, steps, step_seconds, change)
-        candidate = LoadedModel(network, card, Path(volume.source or "adapted"), "", None)
         if cancel is not None and cancel():
             raise Cancelled()
+        candidate = LoadedModel(network, scan.start.card, scan.start.path, "", None)
         lesions = LesionCheck(shipped=shipped_lesions, adapted=lesion_retention(candidate, *check))
         kept = lesions.passed
         if kept:
-            candidate.card.training["adaptation"].update(
-                seconds=round(time.perf_counter() - started, 1), lesions_kept=round(lesions.adapted, 3),
-                shipped_lesions_kept=round(lesions.shipped, 3))
-            adapted = candidate
+            card = _adapted_card(scan.start, volume, scan, steps, step_seconds, time.perf_counter() - started,
+                                 change, lesions)
+            adapted = LoadedModel(network, card, Path(volume.source or "adapted"), "", None)
     if progress is not None:
         progress(1.0)
     return Adaptation(adapted, kept, steps, time.perf_counter() - started, step_seconds, change, spread,
                       scan.noise, scan.strides, lesions)
 
 
-def _adapted_card(base: LoadedModel, volume: Volume, scan: _Scan, steps: int, step_seconds: float,
-                  change: float) -> ModelCard:
+def _adapted_card(base: LoadedModel, volume: Volume, scan: _Scan, steps: int, step_seconds: float, seconds: float,
+                  change: float, lesions: LesionCheck) -> ModelCard:
     source = Path(str(volume.source)).name or "the input"
     adaptation = {
         "method": f"Recorrupted-to-Recorrupted (alpha {ALPHA}) on the scan alone, on its "
@@ -283,9 +281,11 @@ def _adapted_card(base: LoadedModel, volume: Volume, scan: _Scan, steps: int, st
         "from_sha256": base.sha256,
         "steps": steps,
         "step_seconds": round(step_seconds, 3),
-        "seconds": None,  # set once the lesion check has run
+        "seconds": round(seconds, 1),
         "noise": scan.noise.describe(),
         "held_back_loss_change": round(change, 5),
+        "lesions_kept": round(lesions.adapted, 3),
+        "shipped_lesions_kept": round(lesions.shipped, 3),
         "input": source,
         "input_voxels_sha256": voxels_sha256(volume.array),
     }

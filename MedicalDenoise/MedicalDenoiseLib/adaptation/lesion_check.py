@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..evaluation.crops import centre_crop
-from ..evaluation.lesion_retention import lesion_radii, measure_retention
+from ..evaluation.lesion_retention import measure_retention
 from ..inference.denoiser import Denoiser
 from ..io.volume import Volume
 from ..models.model_files import LoadedModel
@@ -66,4 +66,4 @@ def lesion_retention(model: LoadedModel, array: np.ndarray, like: Volume, modali
         volume = Volume(image, like.geometry, modality=modality, source=like.source)
         return denoiser.denoise(volume, strength=noise_sd, modality=modality, grain=strides).volume.array
 
-    return measure_retention(run, crop, np.random.default_rng(_SEED), radii=lesion_radii(crop.shape))
+    return measure_retention(run, crop, np.random.default_rng(_SEED))
