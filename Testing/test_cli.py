@@ -228,7 +228,7 @@ def test_slicer_progress_protocol_from_a_real_process(tmp_path, tiny_model_file,
     proc = subprocess.run(
         [sys.executable, "-m", "MedicalDenoiseLib.cli.main", "denoise", str(noisy_nrrd), str(tmp_path / "o.nrrd"),
          "--model", str(tiny_model_file), "--progress", "slicer"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     fractions = [float(line.split(">")[1].split("<")[0]) for line in proc.stdout.splitlines()

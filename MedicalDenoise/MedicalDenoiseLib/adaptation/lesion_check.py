@@ -51,16 +51,17 @@ def check_voxels(shape: tuple[int, ...]) -> int:
 
 
 def lesion_retention(model: LoadedModel, array: np.ndarray, like: Volume, modality: str,
-                     strides: tuple[int, int, int], noise_sd: float, device: str) -> float:
+                     strides: tuple[int, int, int], noise_sd: float, device: str, refine: bool = True) -> float:
     """Share of small lesions inserted into the centred crop of ``array`` (finite voxels, the scan's units) that
     ``model`` keeps, denoising as the Denoiser will: on ``strides`` sub-lattices, told ``noise_sd`` (the scan's
-    units). Both are fixed, so only the lesions differ between the two passes, and two models compare fairly.
+    units), Wiener-refined or not (``refine``). Both are fixed, so only the lesions differ between the two passes,
+    and two models compare fairly.
 
     Raises:
         ValueError: when the crop has no flat place for a lesion (see ``insert_lesions``).
     """
     crop = centre_crop(np.asarray(array, dtype=np.float32), CROP)
-    denoiser = Denoiser(model, device=device)
+    denoiser = Denoiser(model, device=device, refine=refine)
 
     def run(image: np.ndarray) -> np.ndarray:
         volume = Volume(image, like.geometry, modality=modality, source=like.source)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..inference.sublattice import Strides, split
-from .scan_noise import ScanNoise
+from ..estimation.scan_noise import ScanNoise
 
 __all__ = ["RecorruptedPairs", "ALPHA"]
 

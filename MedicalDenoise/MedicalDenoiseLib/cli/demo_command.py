@@ -57,7 +57,7 @@ def run(args) -> int:
     noisy.source = f"MNI152 T1 + {args.sigma:.0%} {args.noise} noise"
 
     model = args.model or default_model_name("mr")
-    denoiser = Denoiser(model, device=args.device, tile_size=args.tile, flips=args.flips)
+    denoiser = Denoiser(model, device=args.device, tile_size=args.tile, flips=args.flips, refine=not args.no_refine)
     result = denoiser.denoise(noisy, modality="mr")
     denoised = result.volume.array
     started = time.perf_counter()

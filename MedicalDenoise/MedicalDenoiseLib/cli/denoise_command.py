@@ -47,6 +47,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where the network runs (default: auto)")
     parser.add_argument("--tile", type=int, default=None, help="largest tile edge in voxels (default: 160 on CPU, 192 on GPU)")
     parser.add_argument("--flips", action="store_true", help="average over the 8 axis flips: slightly better, 8x slower")
+    parser.add_argument("--no-refine", action="store_true", help="keep the network's output as it is: no Wiener "
+                        "refinement with the scan's noise spectrum (which gives back detail the network took)")
 
 
 def add_parser(sub) -> None:
@@ -128,7 +130,8 @@ class _Models:
         else:
             name, why = default_model_for(volume, args.modality)
         if name not in self._loaded:
-            self._loaded[name] = Denoiser(name, device=args.device, tile_size=args.tile, flips=args.flips)
+            self._loaded[name] = Denoiser(name, device=args.device, tile_size=args.tile, flips=args.flips,
+                                          refine=not args.no_refine)
         return self._loaded[name], f"{name} ({why})"
 
 
@@ -136,12 +139,14 @@ def _adapted(denoiser: Denoiser, volume, args, progress) -> tuple[Denoiser, str]
     """``--adapt``: the Denoiser of the model fitted to ``volume`` (or the shipped one when fitting did not help),
     and what was done, in words."""
     adaptation = adapt_to_scan(volume, denoiser.model, seconds=args.adapt * 60, modality=args.modality,
-                               device=args.device, progress=lambda f: progress(_ADAPTING_SHARE * f))
+                               device=args.device, progress=lambda f: progress(_ADAPTING_SHARE * f),
+                               refine=not args.no_refine)
     if not adaptation.kept:
         return denoiser, adaptation.describe()
     if args.save_adapted is not None:
         save_model(args.save_adapted, adaptation.model.network, adaptation.model.card)
-    return Denoiser(adaptation.model, device=args.device, tile_size=args.tile, flips=args.flips), adaptation.describe()
+    return Denoiser(adaptation.model, device=args.device, tile_size=args.tile, flips=args.flips,
+                    refine=not args.no_refine), adaptation.describe()
 
 
 # Of the progress bar under --adapt: fitting takes nearly all of the budget, the denoising pass the rest.
@@ -171,7 +176,7 @@ def _denoise_one(models: _Models, source: Path, target: Path, args, label: str) 
         chosen += f", slice by slice through its planar twin {result.network}"  # a 2D image, or one-slice sub-grids
     print(f"{source} -> {target}: {result.modality}, model {chosen}, noise SD "
           f"{result.estimated_sigma:.4g} estimated, {result.used_sigma:.4g} used, {result.seconds:.1f} s on "
-          f"{result.device}; {result.grain.describe()}{adapted}", flush=True)
+          f"{result.device}; {result.describe()}{adapted}", flush=True)
     if args.preview is not None:
         preview = args.preview if len(args.jobs) == 1 else args.preview.with_name(f"{target.stem}_{args.preview.name}")
         comparison_png(preview, [("input", volume.array), ("denoised", result.volume.array),

@@ -73,7 +73,7 @@ def run(args) -> int:
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise MedicalDenoiseError(f"unknown baseline {unknown[0]!r}; available: {', '.join(BASELINES)}")
-    denoiser = Denoiser(args.model, device=args.device, tile_size=args.tile, flips=args.flips)
+    denoiser = Denoiser(args.model, device=args.device, tile_size=args.tile, flips=args.flips, refine=not args.no_refine)
     rows = evaluate(clean, args.noise, args.sigma, denoiser, names, args.seed, args.modality, args.crop)
     title = (f"{args.clean.name}{f' (centre {args.crop}³)' if args.crop else ''}, {args.noise} noise "
              f"SD {args.sigma:.1%}, seed {args.seed}")

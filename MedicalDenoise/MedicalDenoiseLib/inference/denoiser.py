@@ -20,12 +20,15 @@ from ..models.networks.axis_order import depth_last
 from ..models.registry import open_model
 from ..estimation.noise_estimation import estimate_noise
 from ..estimation.robust import fill_non_finite
+from ..estimation.scan_noise import measure_scan_noise
 from .devices import resolve_device
 from .grain import Grain, learned_grain, measure_grain, parse_grain
 from .normalization import MODALITIES, IntensityNormalizer, ct_padding_value, guess_modality
 from .strength import network_settings, parse_strength
 from .sublattice import agree, merge, split
 from .tiling import sliding_window_inference
+from . import wiener_refinement
+from .wiener_refinement import Refinement
 
 __all__ = ["DenoiseResult", "Denoiser"]
 
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 _MIN_TILE = 32
 _THIN_DEPTH = 16  # volumes with at most this many slices run with the slice axis last
 _AIR_HU = -1000.0
+NETWORK_SHARE = 0.9  # of the progress bar, when the Wiener refinement follows the network
 
 
 @dataclass
@@ -51,6 +55,7 @@ class DenoiseResult:
         network: the name of the network that ran: the model's, its planar twin's for a 2D image, or its
             sub-lattice twin's on sub-lattices.
         grain: the noise grain measured and the sub-lattice strides the network ran on.
+        refinement: how the network's output was Wiener-refined (None: it was not).
     """
 
     volume: Volume
@@ -62,6 +67,12 @@ class DenoiseResult:
     messages: list[str] = field(default_factory=list)
     network: str = ""
     grain: Grain = field(default_factory=lambda: Grain((1, 1, 1)))
+    refinement: Refinement | None = None
+
+    def describe(self) -> str:
+        """One line for the user: the grain measured, the sub-grids used and the refinement."""
+        steps = self.grain.describe()
+        return steps + (f"; then {self.refinement.describe()}" if self.refinement is not None else "")
 
 
 class Denoiser:
@@ -73,6 +84,8 @@ class Denoiser:
         tile_size: largest tile edge in voxels (None: 160 on the CPU, 192 on a GPU).
         overlap: least overlap between tiles in voxels.
         flips: average over the 8 axis flips (sharper, 8× slower).
+        refine: Wiener-filter the input with the network's output as the signal and the scan's own noise spectrum
+            (:mod:`.wiener_refinement`): gives back detail the network took beyond the noise.
     """
 
     def __init__(
@@ -82,6 +95,7 @@ class Denoiser:
         tile_size: int | None = None,
         overlap: int = 16,
         flips: bool = False,
+        refine: bool = True,
     ) -> None:
         self.model = model if isinstance(model, LoadedModel) else open_model(model)
         self.device = resolve_device(device)
@@ -92,6 +106,7 @@ class Denoiser:
         self.flips = flips
         self.network = _prepared(self.model.network, self.device)
         self._variants: dict[str, torch.nn.Module] = {}
+        self.refine = refine
 
     @property
     def name(self) -> str:
@@ -172,11 +187,16 @@ class Denoiser:
                 f"noise level {settings.used_sd * normalizer.scale:.3g} is above what the model was trained for; "
                 "the result may be smoother than expected"
             )
-        output, device_used = self._run_tiled(batch, settings.level, layout, runner, progress, cancel, messages)
+        stages = _Stages(progress, NETWORK_SHARE if self.refine else 1.0)
+        output, device_used = self._run_tiled(batch, settings.level, layout, runner, stages.network, cancel, messages)
         del batch
         output = output[0] if found.whole else agree(merge(output, found.strides, volume3d.shape), volume3d, found.strides)
+        refinement = None
+        if self.refine:
+            output, refinement = self._refined(volume3d, output, estimate, settings.used_sd, chosen,
+                                               _slice_ratio(volume), stages.refinement, cancel)
         output = output.reshape(array.shape)
-        if settings.blend != 1.0:
+        if settings.blend != 1.0 and refinement is None:
             # A blind network's strength: remove that fraction of what it would remove.
             output -= normalized
             output *= np.float32(settings.blend)
@@ -194,7 +214,19 @@ class Denoiser:
             messages=messages,
             network=card.name,
             grain=found,
+            refinement=refinement,
         )
+
+    def _refined(self, volume3d, pilot, estimate, used_sd, modality, slice_ratio, progress, cancel):
+        """``pilot`` Wiener-refined with the scan's noise spectrum at the strength's level, and what was done
+        (None, with the pilot unchanged, when there is nothing to refine with)."""
+        noise = measure_scan_noise(volume3d, estimate, modality)
+        block = wiener_refinement.block_shape(volume3d.shape, slice_ratio)
+        if noise.sd <= 0 or used_sd <= 0 or estimate.sigma <= 0 or 1 in block[1:]:
+            return pilot, None
+        spectrum = wiener_refinement.window_spectrum(noise, block, volume3d.shape) * np.float32((used_sd / estimate.sigma) ** 2)
+        refined = wiener_refinement.refine(volume3d, pilot, spectrum, progress, cancel)
+        return refined, Refinement(block, noise.measured_by)
 
     def _grain(self, strides, estimate, normalized: np.ndarray) -> Grain:
         """The user's strides; under auto, whole for a model that learned grain, else as measured."""
@@ -311,6 +343,14 @@ class Denoiser:
         return output, str(self.device)
 
 
+def _slice_ratio(volume: Volume) -> float:
+    """Slice thickness over the in-plane pixel size (1 for a 2D image)."""
+    spacing = volume.geometry.spacing
+    if len(spacing) < 3 or min(spacing[:2]) <= 0:
+        return 1.0
+    return float(spacing[2]) / max(spacing[:2])
+
+
 def _default_tile(device: torch.device) -> int:
     return 160 if device.type == "cpu" else 192
 
@@ -348,6 +388,22 @@ def _overlaps(overlap: int, layout: str) -> tuple[int, int, int]:
     if layout == "planar":
         return (0, overlap, overlap)
     return (overlap, overlap, 0) if layout == "depth-last" else (overlap, overlap, overlap)
+
+
+class _Stages:
+    """Splits one progress bar between the network (the first ``share``) and the refinement (the rest)."""
+
+    def __init__(self, callback: Callable[[float], None] | None, share: float) -> None:
+        self._callback = callback
+        self._share = share
+
+    def network(self, fraction: float) -> None:
+        if self._callback is not None:
+            self._callback(self._share * fraction)
+
+    def refinement(self, fraction: float) -> None:
+        if self._callback is not None:
+            self._callback(self._share + (1.0 - self._share) * fraction)
 
 
 class _ProgressAcrossRetries:

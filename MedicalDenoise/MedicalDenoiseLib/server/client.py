@@ -48,7 +48,8 @@ _NO_PROXY = {"http": None, "https": None, "all": None}
 _LOCAL_ONLY = (("adapt", "--adapt", "fitting the model to the scan runs only locally"),
                ("save_adapted", "--save-adapted", "fitting the model to the scan runs only locally"),
                ("flips", "--flips", "the server does not average over flips"),
-               ("tile", "--tile", "the server uses its own tile size"))
+               ("tile", "--tile", "the server uses its own tile size"),
+               ("no_refine", "--no-refine", "the server always refines the network's output"))
 
 
 class ServerError(MedicalDenoiseError):

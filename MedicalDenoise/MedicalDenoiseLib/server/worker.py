@@ -103,7 +103,7 @@ def summary_line(result: DenoiseResult, chosen: str, model_name: str) -> str:
     if result.network not in ("none", model_name):
         chosen += f", slice by slice through its planar twin {result.network}"
     return (f"{result.modality}, model {chosen}, noise SD {result.estimated_sigma:.4g} estimated, "
-            f"{result.used_sigma:.4g} used, {result.seconds:.1f} s on {result.device}; {result.grain.describe()}")
+            f"{result.used_sigma:.4g} used, {result.seconds:.1f} s on {result.device}; {result.describe()}")
 
 
 def _write_raw_nrrd(volume: Volume, path: Path, reference: Volume) -> None:

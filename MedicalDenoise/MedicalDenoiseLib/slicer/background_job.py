@@ -57,7 +57,7 @@ class BackgroundJob:
             it wrote to stderr (an exception from a traceback), with its exit status.
         stderr: every line the child wrote to stderr (each is also logged).
         deviceUsed: the device the child reported ("cpu", "cuda", ...).
-        grainUsed: what the child said of the noise grain and the sub-grids it denoised on.
+        grainUsed: what the child said of the noise grain, the sub-grids it denoised on and the refinement.
         adaptationUsed: under ``--adapt``, what the child said of fitting the model to the scan.
         summary: the child's summary line, as printed.
         outputPath: where the child writes its result (read by the caller on success).

@@ -183,7 +183,7 @@ class MedicalDenoiseLogic:
         denoiser = self._denoiser(model, device, chosen)
         result = denoiser.denoise(volume, strength=strength, modality=modality, progress=progress, cancel=cancel,
                                   grain=grain)
-        self.lastGrain = result.grain.describe()
+        self.lastGrain = result.describe()
         return self._storeResult(inputVolume, volume, result.volume.array, denoiser.name, outputVolume, residualVolume)
 
     def _denoiser(self, model: str | None, device: str, modality: str | None = None) -> Denoiser:

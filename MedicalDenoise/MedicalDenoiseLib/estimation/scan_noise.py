@@ -1,8 +1,9 @@
-"""The noise of one scan, measured from the scan, as a generator of more noise like it.
+"""The noise of one scan, measured from the scan: its level and spectrum, to draw more noise like it or to weigh
+frequencies by it.
 
-Recorrupted-to-Recorrupted training (:mod:`.recorrupted_pairs`) is exact only when the noise it adds has the
-scan's own spectrum and level: added noise stronger than the scan's makes the targets' noise anti-correlated with
-the inputs', and the network learns to remove anatomy with it. Two measurements, the better one first:
+Two users need the scan's own spectrum and level: the Wiener refinement after the network
+(:mod:`..inference.wiener_refinement`) and Recorrupted-to-Recorrupted adaptation (:mod:`..adaptation.recorrupted_pairs`).
+Two measurements, the better one first:
 
 - **The acquired k-space band** (MR). Zero-filled k-space leaves the outer frequencies of the image empty, noise
   and anatomy alike; inside the band the noise is flat. The band's edge is the sharpest fall of the image's power
@@ -10,11 +11,8 @@ the inputs', and the network learns to remove anatomy with it. Two measurements,
   template acquired with 65 % × 65 % × 80 % of k-space this reads the noise SD within 3 % at 3 % and 6 %, where
   the flat-patch estimate reads 15–45 % high (its kernel takes some smooth anatomy for grain).
 - **The flat-patch autocorrelation** (any modality): the estimator's in-plane kernel as a power spectrum, its
-  through-plane lag-1 correlation, and ``FLAT_PATCH_SHARE`` of its full noise SD. An uncertain level is drawn low
-  on purpose: noise added weaker than the scan's leaves the targets' noise a little correlated with the inputs',
-  so the fitted network keeps some noise, where noise added too strong teaches it to remove anatomy. Drawn at the
-  full estimate, fits to real MR kept 45 % (chest) of small inserted lesions, against 65 % for the shipped model;
-  drawn at 0.7 of it, 76 %.
+  through-plane lag-1 correlation, and its full noise SD (or a share of it: an uncertain level a caller would
+  rather under-state, see ``flat_patch_share``).
 """
 from __future__ import annotations
 
@@ -22,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..estimation.noise_estimation import NoiseEstimate
+from .noise_estimation import NoiseEstimate
 
-__all__ = ["ScanNoise", "measure_scan_noise", "acquired_band", "FLAT_PATCH_SHARE"]
+__all__ = ["ScanNoise", "measure_scan_noise", "acquired_band"]
 
 # An axis counts as band-limited when its power falls by this factor from one frequency to the next (zero-filled
 # k-space: 7–160; anatomy alone: under 1.5).
@@ -32,8 +30,6 @@ _EDGE_FALL = 4.0
 # The band's outer corner: frequencies above this fraction of the band edge along every band-limited axis.
 _CORNER = 0.7
 _MIN_CORNER_SAMPLES = 200
-# The flat-patch estimate reads 15–45 % high on MR acquired in k-space (its kernel takes smooth anatomy for grain).
-FLAT_PATCH_SHARE = 0.7
 
 
 @dataclass(frozen=True)
@@ -138,12 +134,21 @@ def _band_noise(volume: np.ndarray) -> ScanNoise | None:
     return ScanNoise(sd, band=band, measured_by=f"acquired k-space {extent} (z × y × x) read from the image's spectrum")
 
 
-def measure_scan_noise(normalized: np.ndarray, estimate: NoiseEstimate, modality: str) -> ScanNoise:
-    """The scan's noise: the k-space band for MR when the image shows one, else the flat-patch kernel."""
+def measure_scan_noise(normalized: np.ndarray, estimate: NoiseEstimate, modality: str,
+                       flat_patch_share: float = 1.0) -> ScanNoise:
+    """The scan's noise: the k-space band for MR when the image shows one, else the flat-patch kernel.
+
+    Args:
+        normalized: the image, ``(D, H, W)``; a 2D image has no band to read.
+        estimate: the estimator's result for it (level, kernel, through-plane correlation).
+        modality: "mr" looks for a k-space band first.
+        flat_patch_share: the share of the flat-patch level to use (the band's level is always used whole).
+    """
     if modality == "mr":
         found = _band_noise(normalized)
         if found is not None:
             return found
-    return ScanNoise(FLAT_PATCH_SHARE * float(estimate.sigma), kernel=estimate.kernel,
+    share = "" if flat_patch_share == 1.0 else f", drawn at {flat_patch_share:g} of its level"
+    return ScanNoise(flat_patch_share * float(estimate.sigma), kernel=estimate.kernel,
                      correlation_z=float(estimate.correlation_z or 0.0),
-                     measured_by=f"flat-patch autocorrelation, drawn at {FLAT_PATCH_SHARE:g} of its level")
+                     measured_by=f"flat-patch autocorrelation{share}")
