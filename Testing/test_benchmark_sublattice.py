@@ -28,9 +28,13 @@ def test_a_b_mode_sequence_gives_its_middle_frame_and_a_volume_its_central_slice
     np.testing.assert_array_equal(image, volume[12:28])
 
 
-def test_time_part_reports_both_paths_and_what_was_done(sublattice, tiny_model_file):
-    lines = sublattice.time_part(Denoiser(load_model(tiny_model_file), device="cpu"))
-    rows = [line for line in lines if line.startswith("| 1 ") or line.startswith("| auto ")]
-    assert len(rows) == 2
-    assert "denoised whole" in rows[0] and "2×2 sub-grids" in rows[1]
-    assert all(float(row.split("|")[2]) > 0 for row in rows)
+def test_time_part_reports_every_path_and_what_was_done(sublattice, tiny_model_file):
+    paths = [p for p in sublattice.PATHS if not p[0].startswith("v3")]
+    denoisers = {label: Denoiser(load_model(tiny_model_file), device="cpu", refine=refine)
+                 for label, _, _, _, refine in paths}
+    lines = sublattice.time_part(denoisers, tuple(paths))
+    rows = {label: next(line for line in lines if line.startswith(f"| {label} ")) for label, *_ in paths}
+    whole, network_only, refined = rows.values()
+    assert "denoised whole" in whole and "2×2 sub-grids" in network_only and "Wiener" not in network_only
+    assert "2×2 sub-grids" in refined and "Wiener-filtered" in refined
+    assert all(float(row.split("|")[2]) > 0 for row in rows.values())

@@ -57,10 +57,11 @@ REAL_FILES = ("us_curvilinear_bk_plus.mha", "us_curvilinear_ultrasonix_plus.mha"
               "mr_phantom_t1tse_philips_csdl.nii.gz", "ct_abdomen_thin3sl_dcmqi.nii.gz", "ct_body_petct_20sl_totalseg.nii.gz")
 CT_SETTINGS = ("ct-3mm-photons-1e5", "ct-3mm-photons-2.5e4", "ct-thin-photons-1e6", "ct-thin-photons-2.5e5",
                "ct-thin-photons-6e4")
-# (label, model, grain, with the model's sub-lattice twin): the paths compared.
-PATHS = (("v3 whole", "autoencoder-v3", "1", True), ("v2 whole", "autoencoder-v2", "1", True),
-         ("v2 grain auto", "autoencoder-v2", "auto", False))
-TWIN_PATH = ("v2 grain auto, its sub-lattice twin on the sub-lattices", "autoencoder-v2", "auto", True)
+# (label, model, grain, with the model's sub-lattice twin, Wiener refinement): the paths compared.
+PATHS = (("v3 whole", "autoencoder-v3", "1", True, True), ("v2 whole", "autoencoder-v2", "1", True, True),
+         ("v2 grain auto, network only", "autoencoder-v2", "auto", False, False),
+         ("v2 grain auto + Wiener (default)", "autoencoder-v2", "auto", False, True))
+TWIN_PATH = ("v2 grain auto, its sub-lattice twin on the sub-lattices", "autoencoder-v2", "auto", True, True)
 
 
 def _paths(twin: Path | None) -> tuple[tuple[str, str, str, bool], ...]:
@@ -72,8 +73,8 @@ def _paths(twin: Path | None) -> tuple[tuple[str, str, str, bool], ...]:
 def _denoisers(twin: Path | None) -> dict[str, Denoiser]:
     """One Denoiser per path label."""
     denoisers = {}
-    for label, model, _, with_twin in PATHS + (TWIN_PATH,):
-        denoisers[label] = Denoiser(model, device="cpu")
+    for label, model, _, with_twin, refine in PATHS + (TWIN_PATH,):
+        denoisers[label] = Denoiser(model, device="cpu", refine=refine)
         if twin is not None and with_twin:
             denoisers[label].model.sublattice = load_model(twin)
         elif not with_twin:
@@ -112,7 +113,7 @@ def reference_part(data: Path | None, denoisers: dict[str, Denoiser], paths=PATH
         print(f"reference: {key} {label}", file=sys.stderr, flush=True)
         fg, rng = prepared.foreground, prepared.data_range
         cells = [f"{prepared.source.key}: {label}", f"{psnr(clean, noisy, rng, fg):.1f} / {_seam(noisy):.2f}"]
-        for label, _, grain, _ in paths:
+        for label, _, grain, _, _ in paths:
             result = denoisers[label].denoise(_volume(noisy, prepared.spacing, prepared.source.modality), grain=grain)
             out = result.volume.array
             cells.append(f"{psnr(clean, out, rng, fg):.1f} / {residual_structure_correlation(clean, noisy, out):+.2f} / "
@@ -124,7 +125,8 @@ def reference_part(data: Path | None, denoisers: dict[str, Denoiser], paths=PATH
             *_table(["setting", "input", *[p[0] for p in paths], "anisotropic diffusion (oracle-tuned)"], rows)]
 
 
-def ct_water_part(denoiser: Denoiser) -> list[str]:
+def ct_water_part(denoisers: dict[str, Denoiser], paths=PATHS) -> list[str]:
+    v2_paths = [p for p in paths if p[1] == "autoencoder-v2"]
     phantom = make_phantom(256, 1.0, 240.0)
     centre = (slice(None), slice(64, 192), slice(64, 192))
     rows = []
@@ -133,12 +135,12 @@ def ct_water_part(denoiser: Denoiser) -> list[str]:
         slices = realisations(phantom.absent, 8, photons, 1.0, 11 + index)
         sd_in = float((slices - phantom.absent)[centre].std())
         cells = [f"{photons:.2g}", f"{sd_in:.1f} HU / {seam_score(slices):.2f}"]
-        for grain in ("1", "auto"):
-            out = np.stack([denoiser.denoise(_volume(s, (1.0, 1.0), "ct"), grain=grain).volume.array for s in slices])
+        for label, _, grain, _, _ in v2_paths:
+            out = np.stack([denoisers[label].denoise(_volume(s, (1.0, 1.0), "ct"), grain=grain).volume.array for s in slices])
             cells.append(f"×{(out - phantom.absent)[centre].std() / sd_in:.2f} / {seam_score(out):.2f}")
         rows.append(cells)
     return ["### FBP CT water: noise SD relative to the input / seam score", "",
-            *_table(["photons per bin and view", "input SD / seam", "v2 whole", "v2 grain auto"], rows)]
+            *_table(["photons per bin and view", "input SD / seam", *[p[0] for p in v2_paths]], rows)]
 
 
 def _real_image(path: Path) -> tuple[np.ndarray, tuple[float, ...], str]:
@@ -164,7 +166,7 @@ def real_part(data: Path, denoisers: dict[str, Denoiser], paths=PATHS) -> list[s
         flat, edges = flat_region_mask(array, foreground), strong_edge_mask(array, foreground)
         noise_in, edge_in = flat_region_noise_sd(array, flat), edge_sharpness(array, edges)
         cells = [f"`{name}` {'×'.join(map(str, array.shape[::-1]))}", f"{_seam(array):.2f}"]
-        for label, model, grain, _ in paths:
+        for label, model, grain, _, _ in paths:
             if modality != "mr" and model == "autoencoder-v3":
                 cells.append("–")
                 continue
@@ -179,18 +181,20 @@ def real_part(data: Path, denoisers: dict[str, Denoiser], paths=PATHS) -> list[s
             *_table(["image", "input seam", *[p[0] for p in paths]], rows)]
 
 
-def time_part(denoiser: Denoiser) -> list[str]:
+def time_part(denoisers: dict[str, Denoiser], paths=PATHS) -> list[str]:
     clean = np.full((64, 256, 256), 0.5, np.float32)
     noisy = noise_kind("mr-kspace").fixed(sigma=0.04, acquired=(1.0, 0.6, 0.6)).simulate(clean, np.random.default_rng(0)).noisy
     volume = _volume(noisy, (1.0, 1.0, 1.0), "mr")
     rows = []
-    for grain in ("1", "auto"):
-        denoiser.denoise(volume, grain=grain)  # warm-up
+    for label, _, grain, _, _ in paths:
+        if label.startswith("v3"):
+            continue
+        denoisers[label].denoise(volume, grain=grain)  # warm-up
         started = time.perf_counter()
-        result = denoiser.denoise(volume, grain=grain)
-        rows.append([grain, f"{time.perf_counter() - started:.2f}", result.grain.describe()])
+        result = denoisers[label].denoise(volume, grain=grain)
+        rows.append([label, f"{time.perf_counter() - started:.2f}", result.describe()])
     return ["### Time: 64 × 256 × 256 MR with grain (library `denoise`, noise estimate included)", "",
-            *_table(["grain", "seconds", "what was done"], rows)]
+            *_table(["path", "seconds", "what was done"], rows)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,23 +209,25 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     denoisers, paths = _denoisers(args.twin), _paths(args.twin)
-    v2 = denoisers[paths[-1][0]]
     body = []
     if "reference" in args.parts:
         body += reference_part(args.data, denoisers, paths)
     if "ct-water" in args.parts:
-        body += ct_water_part(v2)
+        body += ct_water_part(denoisers, paths)
     if "real" in args.parts and args.data:
         body += real_part(args.data, denoisers, paths)
     if "time" in args.parts:
-        body += time_part(v2)
+        body += time_part(denoisers, paths)
     section = "\n".join([
         "## Correlation-aware denoising: whole image against sub-lattices", "",
         f"`{command_line()}` — {utc_now()}; {machine_line(torch.__version__, f'{args.threads} threads')}; "
         f"{(time.perf_counter() - started) / 60:.1f} min.", "",
         "v2 grain auto: `autoencoder-v2` on the sub-lattices the measured grain asks for (strides in brackets, y×x), "
-        "made to agree (`inference/sublattice.py`); with a sub-lattice twin, the same split with the twin on the "
-        "sub-lattices; whole: v2 on the whole image. See the script's docstring for each measure.", "",
+        "made to agree (`inference/sublattice.py`); *network only* stops there (`--no-refine`), *+ Wiener* then "
+        "Wiener-filters the input with that output as the signal and the scan's own noise spectrum "
+        "(`inference/wiener_refinement.py`), as `denoise` does by default; whole: the model on the whole image, "
+        "refined; with a sub-lattice twin, the same split with the twin on the sub-lattices. See the script's "
+        "docstring for each measure.", "",
         *body,
     ])
     publish(section, args.out, "sublattice")
