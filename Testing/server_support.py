@@ -70,9 +70,9 @@ class Server:
             if found:
                 return found.group(1)
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log.read_text()}")
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log.read_text('utf-8', 'replace')}")
             time.sleep(0.1)
-        raise RuntimeError(f"the server did not start:\n{self.log.read_text()}")
+        raise RuntimeError(f"the server did not start:\n{self.log.read_text('utf-8', 'replace')}")
 
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
         return self.session.request(method, self.url + path, timeout=TIMEOUT, **kwargs)

@@ -48,7 +48,7 @@ def _torchrun(nproc: int, workdir: Path, *argv) -> tuple[int, str, dict[int, tup
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
          "--log-dir", str(logs), "--redirects", "3", *command, *map(str, argv), "--progress", "none"],
         cwd=workdir, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
-    per_rank = {int(d.name): ((d / "stdout.log").read_text(), (d / "stderr.log").read_text())
+    per_rank = {int(d.name): ((d / "stdout.log").read_text("utf-8", "replace"), (d / "stderr.log").read_text("utf-8", "replace"))
                 for d in logs.glob("*/attempt_0/*")}
     assert sorted(per_rank) == list(range(nproc)), result.stderr[-3000:]
     return result.returncode, result.stderr, per_rank

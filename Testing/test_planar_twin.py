@@ -109,7 +109,7 @@ def test_a_shipped_model_opens_with_its_twin_and_2d_images_run_through_it(tmp_pa
 
 def test_2d_image_through_the_twin_equals_the_twin_run_directly(tmp_path, monkeypatch):
     _, twin = _registry_with_twin(tmp_path, monkeypatch)
-    denoiser = Denoiser(open_model("vol"), device="cpu", tile_size=32, overlap=8)
+    denoiser = Denoiser(open_model("vol"), device="cpu", tile_size=32, overlap=8, refine=False)  # the network alone
     image = phantom((1, 48, 44))[0] + np.random.default_rng(1).normal(0, 0.04, (48, 44)).astype(np.float32)
     result = denoiser.denoise(Volume(image, Geometry((1.0, 1.0), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0))), modality="mr")
     assert result.used_sigma > 0
@@ -144,7 +144,7 @@ def test_a_planar_model_used_directly_denoises_slice_by_slice(tmp_path):
     net = _network(dims=2, seed=4)
     path = _saved(tmp_path / "planar.safetensors", net,
                   ModelCard(name="planar", description="test", network=net.config, noise_range=(0.005, 0.15)))
-    denoiser = Denoiser(str(path), device="cpu")
+    denoiser = Denoiser(str(path), device="cpu", refine=False)  # the network's path; the refinement sees all slices
     rng = np.random.default_rng(5)
     stack = (np.stack([phantom((1, 36, 40), seed=s)[0] for s in range(3)])
              + rng.normal(0, 0.05, (3, 36, 40))).astype(np.float32)

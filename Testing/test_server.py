@@ -285,6 +285,6 @@ def test_unfetched_results_expire_and_stopping_leaves_the_work_folder_empty(tmp_
         assert local.submit(big, format="nrrd").status_code == 202
     finally:
         code = local.stop()
-    assert code == 0, local.log.read_text()
-    assert local.work_files() == [] and "server stopped" in local.log.read_text()
-    assert "Traceback" not in local.log.read_text()
+    assert code == 0, local.log.read_text('utf-8', 'replace')
+    assert local.work_files() == [] and "server stopped" in local.log.read_text('utf-8', 'replace')
+    assert "Traceback" not in local.log.read_text('utf-8', 'replace')
