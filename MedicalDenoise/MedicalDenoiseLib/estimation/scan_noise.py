@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from .noise_estimation import NoiseEstimate
 
@@ -30,6 +31,7 @@ _EDGE_FALL = 4.0
 # The band's outer corner: frequencies above this fraction of the band edge along every band-limited axis.
 _CORNER = 0.7
 _MIN_CORNER_SAMPLES = 200
+_MAX_BAND_SLICES = 64
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,13 @@ def _band_noise(volume: np.ndarray) -> ScanNoise | None:
     """The k-space band measurement, or None when no in-plane axis is band-limited."""
     if volume.ndim != 3 or min(volume.shape) < 16:
         return None
-    power = np.abs(np.fft.fftn(volume - volume.mean())) ** 2 / volume.size
+    # The central slices are enough to read the band and level; a whole large volume's spectrum would cost more
+    # memory than denoising it (single precision: 12 bytes a voxel for the spectrum and its power).
+    start = max(0, (volume.shape[0] - _MAX_BAND_SLICES) // 2)
+    volume = np.asarray(volume[start: start + _MAX_BAND_SLICES], dtype=np.float32)
+    power = np.abs(scipy.fft.fftn(volume - volume.mean()))
+    power **= 2
+    power /= volume.size
     band = acquired_band(power)
     if band[1] >= 0.5 and band[2] >= 0.5:
         return None

@@ -26,8 +26,11 @@ from ..estimation.scan_noise import ScanNoise
 
 __all__ = ["BLOCK", "THICK_SLICES", "Refinement", "block_shape", "window_spectrum", "refine"]
 
+# Window edge. On the MNI template acquired in k-space (1 coil, 6 %), after the network on 2×2 sub-lattices
+# (33.5 dB), told the true noise spectrum: 8³ windows gave 32.3 dB (too few frequencies to tell structure from
+# noise), 16³ 34.3 dB, 4 × 16² 33.3 dB, in-plane 32² 33.1 dB.
 BLOCK = 16
-THICK_SLICES = 2.0
+THICK_SLICES = 2.0  # slice thickness over pixel size above which windows stay in-plane (see block_shape)
 _MIN_SLICES_FOR_DEPTH = 16  # fewer slices: windows are in-plane only
 _SLICES_PER_STEP = 16  # slices filtered at once when windows are in-plane only
 _FLOOR = 1e-4  # least noise power per bin, relative to the mean (a kernel's spectrum can dip below zero)
