@@ -10,7 +10,8 @@ from conftest import phantom
 from MedicalDenoiseLib.errors import Cancelled
 from MedicalDenoiseLib.estimation.scan_noise import ScanNoise
 from MedicalDenoiseLib.inference.denoiser import Denoiser
-from MedicalDenoiseLib.inference.wiener_refinement import _window, block_shape, refine, window_spectrum
+from MedicalDenoiseLib.inference import wiener_refinement
+from MedicalDenoiseLib.inference.wiener_refinement import _window, block_shape, lattice_bins, refine, window_spectrum
 from MedicalDenoiseLib.io.volume import Geometry, Volume
 from MedicalDenoiseLib.models.model_files import load_model
 
@@ -112,3 +113,65 @@ def test_refinement_reports_monotone_progress_and_cancels(tiny_model_file):
         Denoiser(load_model(tiny_model_file), device="cpu", tile_size=32).denoise(volume, progress=seen.append,
                                                                                   cancel=cancel_in_refinement)
     assert seen[-1] >= 0.9  # it got past the network: the refinement itself stopped
+
+
+def test_an_intensity_offset_shifts_the_output_and_flat_noise_goes():
+    # The window's mean is set aside: on a flat image (CT water, MR air) the result must not depend on its level,
+    # and a perfect flat pilot leaves no noise kept along the frequency axes (no row or column blotches).
+    shape = (32, 64, 64)
+    noise = ScanNoise(0.05, kernel=_kernel(), correlation_z=0.2)
+    grain = noise.draw(shape, np.random.default_rng(5)).astype(np.float32)
+    spectrum = window_spectrum(noise, block_shape(shape), shape)
+    flat = np.zeros(shape, np.float32)
+    at_zero = refine(grain, flat, spectrum)
+    at_level = refine(grain + 10.0, flat + 10.0, spectrum) - 10.0
+    np.testing.assert_allclose(at_level, at_zero, atol=2e-4)
+    # Only the coarsest frequencies (below KEPT_BELOW) pass: a few per cent of this grain's power.
+    assert np.mean(at_zero ** 2) < 0.05 * np.mean(grain ** 2)
+
+
+def test_a_faint_blob_the_pilot_smoothed_away_survives(monkeypatch):
+    # The pilot cannot vouch for a faint lesion it has flattened; its coarse frequencies pass unfiltered.
+    shape = (32, 64, 64)
+    z, y, x = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
+    blob = (0.05 * np.exp(-(z ** 2 + y ** 2 + x ** 2) / (2 * 2.0 ** 2))).astype(np.float32)
+    noise = ScanNoise(0.05)
+    grain = noise.draw(shape, np.random.default_rng(8)).astype(np.float32)
+    spectrum = window_spectrum(noise, block_shape(shape), shape)
+    flat = np.zeros(shape, np.float32)
+    centre = tuple(n // 2 for n in shape)
+    kept = refine(blob + grain, flat, spectrum) - refine(grain, flat, spectrum)
+    monkeypatch.setattr(wiener_refinement, "KEPT_BELOW", 0.0)
+    judged_by_pilot = refine(blob + grain, flat, spectrum) - refine(grain, flat, spectrum)
+    assert kept[centre] > 0.4 * blob.max() and kept[centre] > 3 * judged_by_pilot[centre]
+
+
+def test_lattice_bins_sit_at_the_sub_grids_frequencies():
+    bins = lattice_bins((1, 16, 16), (1, 2, 2))
+    for index in ((0, 8, 0), (0, 0, 8), (0, 8, 8), (0, 7, 1), (0, 9, 15)):
+        assert bins[index]
+    for index in ((0, 0, 0), (0, 1, 0), (0, 4, 4), (0, 8, 4)):
+        assert not bins[index]
+    assert not lattice_bins((16, 16, 16), (1, 1, 1)).any()
+    assert lattice_bins((16, 16, 16), (1, 3, 1))[0, 5, 0] and lattice_bins((16, 16, 16), (1, 3, 1))[0, 11, 0]
+
+
+def test_a_pilot_that_kept_the_inputs_lattice_noise_does_not_pass_it_on():
+    # Sub-grids keep their own means, so a pilot from 2×2 sub-grids still holds the input's noise at Nyquist; judged
+    # on the pilot, that noise would stay and show as a stripe pattern. Judged on the noisy image it goes.
+    shape = (4, 128, 128)
+    rng = np.random.default_rng(6)
+    noisy = rng.normal(0.0, 0.05, shape).astype(np.float32)
+    f = np.abs(np.fft.fftfreq(128))
+    # Around (Nyquist, 0), as wide as the lattice bins of a 16-voxel window (±1.5 bins): rows alternating, slowly varying.
+    near_lattice = (f > 0.4)[:, None] & (f < 0.1)[None, :]
+    pilot = np.fft.ifftn(np.fft.fftn(noisy, axes=(1, 2)) * near_lattice, axes=(1, 2)).real.astype(np.float32)
+    spectrum = window_spectrum(ScanNoise(0.05), block_shape(shape), shape)
+
+    def row_lattice_power(image):
+        return float((np.abs(np.fft.fftn(image, axes=(1, 2))) ** 2)[:, near_lattice].mean())
+
+    whole = refine(noisy, pilot, spectrum, (1, 1, 1))
+    sub_grids = refine(noisy, pilot, spectrum, (1, 2, 2))
+    # White noise judged on itself keeps E(|Y|² − S)⁺ = 0.37 S per bin; judged on such a pilot, 0.60 S.
+    assert row_lattice_power(sub_grids) < 0.75 * row_lattice_power(whole)

@@ -193,7 +193,7 @@ class Denoiser:
         output = output[0] if found.whole else agree(merge(output, found.strides, volume3d.shape), volume3d, found.strides)
         refinement = None
         if self.refine:
-            output, refinement = self._refined(volume3d, output, estimate, settings.used_sd, chosen,
+            output, refinement = self._refined(volume3d, output, estimate, settings.used_sd, chosen, found.strides,
                                                _slice_ratio(volume), stages.refinement, cancel)
         output = output.reshape(array.shape)
         if settings.blend != 1.0 and refinement is None:
@@ -217,7 +217,7 @@ class Denoiser:
             refinement=refinement,
         )
 
-    def _refined(self, volume3d, pilot, estimate, used_sd, modality, slice_ratio, progress, cancel):
+    def _refined(self, volume3d, pilot, estimate, used_sd, modality, strides, slice_ratio, progress, cancel):
         """``pilot`` Wiener-refined with the scan's noise spectrum at the strength's level, and what was done
         (None, with the pilot unchanged, when there is nothing to refine with)."""
         noise = measure_scan_noise(volume3d, estimate, modality)
@@ -225,7 +225,7 @@ class Denoiser:
         if noise.sd <= 0 or used_sd <= 0 or estimate.sigma <= 0 or 1 in block[1:]:
             return pilot, None
         spectrum = wiener_refinement.window_spectrum(noise, block, volume3d.shape) * np.float32((used_sd / estimate.sigma) ** 2)
-        refined = wiener_refinement.refine(volume3d, pilot, spectrum, progress, cancel)
+        refined = wiener_refinement.refine(volume3d, pilot, spectrum, strides, progress, cancel)
         return refined, Refinement(block, noise.measured_by)
 
     def _grain(self, strides, estimate, normalized: np.ndarray) -> Grain:
