@@ -25,7 +25,7 @@ Three details decide what a radiologist sees on flat tissue:
   input's noise; there the signal's power is taken as the noisy window's power less the noise's (chest MR with
   both: seam 1.1).
 - **The lowest frequencies pass** (``KEPT_BELOW``): that is where a small, faint lesion lives, and a pilot that has
-  smoothed it cannot vouch for it. What stays there is the input's own coarse noise, round, not oriented.
+  smoothed it cannot vouch for it. What stays there is the input's own coarse noise (soft blobs at a narrow window).
 """
 from __future__ import annotations
 
