@@ -35,6 +35,7 @@ from realistic_lcd import make_phantom, realisations
 ensure_library_importable()
 from MedicalDenoiseLib.evaluation.baselines import best_anisotropic_diffusion  # noqa: E402
 from MedicalDenoiseLib.evaluation.lesion_retention import measure_retention  # noqa: E402
+from MedicalDenoiseLib.evaluation.noise_power import peak_frequency, radial_nps  # noqa: E402
 from MedicalDenoiseLib.evaluation.metrics import psnr, residual_structure_correlation  # noqa: E402
 from MedicalDenoiseLib.evaluation.reference_free import (edge_sharpness, flat_region_mask, flat_region_noise_sd,  # noqa: E402
                                                          foreground_mask, strong_edge_mask)
@@ -134,13 +135,24 @@ def ct_water_part(denoisers: dict[str, Denoiser], paths=PATHS) -> list[str]:
         print(f"ct-water: {photons:g} photons", file=sys.stderr, flush=True)
         slices = realisations(phantom.absent, 8, photons, 1.0, 11 + index)
         sd_in = float((slices - phantom.absent)[centre].std())
-        cells = [f"{photons:.2g}", f"{sd_in:.1f} HU / {seam_score(slices):.2f}"]
+        peak_in = _nps_peak(slices - phantom.absent, centre)
+        cells = [f"{photons:.2g}", f"{sd_in:.1f} HU / {seam_score(slices):.2f} / {peak_in:.3f}"]
         for label, _, grain, _, _ in v2_paths:
             out = np.stack([denoisers[label].denoise(_volume(s, (1.0, 1.0), "ct"), grain=grain).volume.array for s in slices])
-            cells.append(f"×{(out - phantom.absent)[centre].std() / sd_in:.2f} / {seam_score(out):.2f}")
+            peak = _nps_peak(out - phantom.absent, centre)
+            cells.append(f"×{(out - phantom.absent)[centre].std() / sd_in:.2f} / {seam_score(out):.2f} / "
+                         f"{peak:.3f} ({peak / peak_in - 1:+.0%})")
         rows.append(cells)
-    return ["### FBP CT water: noise SD relative to the input / seam score", "",
-            *_table(["photons per bin and view", "input SD / seam", *[p[0] for p in v2_paths]], rows)]
+    return ["### FBP CT water: noise SD relative to the input / seam score / NPS peak (cycles/mm, change)", "",
+            *_table(["photons per bin and view", "input SD / seam / NPS peak", *[p[0] for p in v2_paths]], rows),
+            "", "NPS peak: the frequency of the radially averaged noise power spectrum's maximum over the 8 central "
+            "128² squares (`evaluation.noise_power`); a denoiser that moves it down makes the grain coarser "
+            "(the \"plastic\" look)."]
+
+
+def _nps_peak(noise: np.ndarray, centre) -> float:
+    """Peak frequency of the radial NPS of the noise's central squares (1 mm pixels)."""
+    return peak_frequency(*radial_nps(noise[centre], 1.0))
 
 
 def _real_image(path: Path) -> tuple[np.ndarray, tuple[float, ...], str]:
