@@ -13,7 +13,7 @@ from MedicalDenoiseLib.adaptation.fine_tune import adapt_to_scan
 from MedicalDenoiseLib.adaptation.fitted_series import fitted_to, other_series_note, voxels_sha256
 from MedicalDenoiseLib.adaptation.lesion_check import lesion_retention
 from MedicalDenoiseLib.adaptation.recorrupted_pairs import RecorruptedPairs
-from MedicalDenoiseLib.adaptation.fine_tune import FLAT_PATCH_SHARE
+from MedicalDenoiseLib.adaptation.fine_tune import FLAT_PATCH_SHARE, KEPT_SHARE, interpolated_weights
 from MedicalDenoiseLib.estimation.scan_noise import ScanNoise, acquired_band, measure_scan_noise
 from MedicalDenoiseLib.errors import InputError
 from MedicalDenoiseLib.estimation.noise_estimation import estimate_noise
@@ -119,6 +119,7 @@ def test_adapted_model_card_and_series_check(tmp_path, tiny_model_file):
     assert card.training["adaptation"]["steps"] == adaptation.steps > 0
     assert card.training["adaptation"]["from"] == "tiny-test"
     assert card.training["adaptation"]["lesions_kept"] == round(adaptation.lesions.adapted, 3)
+    assert card.training["adaptation"]["kept_share"] == KEPT_SHARE
     assert other_series_note(card, realised.noisy) is None
     assert "fitted to another series" in other_series_note(card, realised.noisy + 1)
     # The adapted network is a different network, and the Denoiser runs it on the scan's geometry.
@@ -127,6 +128,16 @@ def test_adapted_model_card_and_series_check(tmp_path, tiny_model_file):
     assert any(not torch.equal(base[k], moved[k]) for k in base)
     result = Denoiser(load_model(path)).denoise(volume)
     assert result.volume.geometry == volume.geometry and result.volume.array.shape == SHAPE
+
+
+def test_adapted_weights_keep_a_share_of_the_fitted_change():
+    shipped = {"weight": torch.tensor([1.0, -2.0]), "steps": torch.tensor(3)}
+    fitted = {"weight": torch.tensor([3.0, 2.0]), "steps": torch.tensor(7)}
+    halfway = interpolated_weights(shipped, fitted, 0.5)
+    assert torch.equal(halfway["weight"], torch.tensor([2.0, 0.0]))
+    assert int(halfway["steps"]) == 7  # integer buffers (counters) are the fitted network's
+    assert torch.equal(interpolated_weights(shipped, fitted, 1.0)["weight"], fitted["weight"])
+    assert torch.equal(interpolated_weights(shipped, fitted, 0.0)["weight"], shipped["weight"])
 
 
 class _Filter(torch.nn.Module):

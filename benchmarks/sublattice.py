@@ -11,7 +11,8 @@ Three parts, every figure from one run:
   flat-region noise left / strong-edge sharpness kept (both relative to the input, as in ``real_noisy.py``), seam
   score, and the retention of small low-contrast lesions inserted into the real image
   (``evaluation.lesion_retention``: 1.5 × the local noise SD, 1.5 × 3 × 3 voxels in 3D, 4 pixels in 2D).
-- **time**: seconds of the library's ``denoise`` for a 64 × 256 × 256 volume with grain, whole and on sub-lattices.
+- **time**: seconds of the library's ``denoise`` for a 64 × 256 × 256 volume with grain, whole and on sub-lattices,
+  and of ``medical-denoise denoise`` on it as a file, start to exit, with the command's peak resident memory.
 
 Seam score (``evaluation.seams``): the worst ratio of the power at a period-2, 3 or 4 lattice frequency to the
 power around it, on the centre 128² of in-plane slices (Hann-tapered, so an image's own edges do not count).
@@ -21,14 +22,18 @@ Usage: ``python benchmarks/sublattice.py [--data ../shared/data] [--parts refere
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from _common import command_line, default_data_dir, ensure_library_importable, machine_line, publish, utc_now
+from _common import (LIBRARY_PARENT, command_line, default_data_dir, ensure_library_importable, machine_line, publish,
+                     utc_now)
 from realistic_acquisitions import SETTINGS, SOURCES, acquire, prepare
 from realistic_lcd import make_phantom, realisations
 
@@ -43,6 +48,7 @@ from MedicalDenoiseLib.evaluation.seams import in_plane_images, seam_score  # no
 from MedicalDenoiseLib.inference.denoiser import Denoiser  # noqa: E402
 from MedicalDenoiseLib.io.reading import read_volume  # noqa: E402
 from MedicalDenoiseLib.io.volume import Geometry, Volume  # noqa: E402
+from MedicalDenoiseLib.io.writing import write_volume  # noqa: E402
 from MedicalDenoiseLib.models.model_files import load_model  # noqa: E402
 from MedicalDenoiseLib.models.registry import open_model  # noqa: E402
 from MedicalDenoiseLib.noise import noise_kind  # noqa: E402
@@ -198,15 +204,41 @@ def time_part(denoisers: dict[str, Denoiser], paths=PATHS) -> list[str]:
     noisy = noise_kind("mr-kspace").fixed(sigma=0.04, acquired=(1.0, 0.6, 0.6)).simulate(clean, np.random.default_rng(0)).noisy
     volume = _volume(noisy, (1.0, 1.0, 1.0), "mr")
     rows = []
-    for label, _, grain, _, _ in paths:
-        if label.startswith("v3"):
-            continue
-        denoisers[label].denoise(volume, grain=grain)  # warm-up
-        started = time.perf_counter()
-        result = denoisers[label].denoise(volume, grain=grain)
-        rows.append([label, f"{time.perf_counter() - started:.2f}", result.describe()])
-    return ["### Time: 64 × 256 × 256 MR with grain (library `denoise`, noise estimate included)", "",
-            *_table(["path", "seconds", "what was done"], rows)]
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "input.nrrd"
+        write_volume(volume, source)
+        for label, model, grain, _, refine in paths:
+            if label.startswith("v3"):
+                continue
+            denoisers[label].denoise(volume, grain=grain)  # warm-up
+            started = time.perf_counter()
+            result = denoisers[label].denoise(volume, grain=grain)
+            library = time.perf_counter() - started
+            if label == TWIN_PATH[0]:  # the command cannot be handed an unregistered twin
+                rows.append([label, f"{library:.2f}", "–", "–", result.describe()])
+                continue
+            seconds, peak = _cli_run(source, Path(folder) / "output.nrrd", model, grain, refine)
+            rows.append([label, f"{library:.2f}", f"{seconds:.2f}", f"{peak:.0f}", result.describe()])
+    return ["### Time and memory: 64 × 256 × 256 MR with grain", "",
+            *_table(["path", "library `denoise` s (noise estimate included)", "`medical-denoise denoise` s (start to exit)",
+                     "its peak RSS MiB", "what was done"], rows),
+            "", "The command runs in a fresh process per path (`--device cpu`, NRRD in and out); its peak resident "
+            "memory is the child's `ru_maxrss` (Python, torch, the model, input, output)."]
+
+
+def _cli_run(source: Path, target: Path, model: str, grain: str, refine: bool) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of ``medical-denoise denoise`` in a fresh process."""
+    command = [sys.executable, "-m", "MedicalDenoiseLib.cli.main", "denoise", str(source), str(target), "--model", model,
+               "--grain", grain, "--device", "cpu", "--progress", "none", "--overwrite"] + ([] if refine else ["--no-refine"])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_PARENT), os.environ.get("PYTHONPATH")]))}
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    errors = child.stderr.read().decode(errors="replace") if child.stderr else ""
+    if status != 0:
+        raise RuntimeError(f"medical-denoise failed ({status}): {errors.strip()[-300:]}")
+    return seconds, usage.ru_maxrss / 1024  # KiB on Linux
 
 
 def main(argv: list[str] | None = None) -> int:
