@@ -9,10 +9,14 @@ Parts, every figure from one run:
   have too few frames to adapt on): flat-region noise left /
   strong edges kept (relative to the input), seam score, and the amplitude kept of small low-contrast lesions
   inserted into the real image (the adapted model is fitted once, to the scan without lesions).
+- **lcd**: the CT low-contrast phantom of ``realistic_lcd`` (FBP, three doses): its signal-present and
+  signal-absent realisations stacked into one volume of 3 mm slices (the rods run through it, as in the MITA
+  phantom), denoised whole by the shipped model and by the model fitted to that volume: CHO AUC of each insert
+  and the noise SD in the water, beside the input's.
 - **budget**: ``medical-denoise denoise --adapt`` end to end through the command line on a 256 × 256 × 150 MR
   acquired in k-space: wall time against its 3-minute budget.
 
-Usage: ``python benchmarks/adapt.py [--data ../shared/data] [--parts reference real budget] [--minutes 1]
+Usage: ``python benchmarks/adapt.py [--data ../shared/data] [--parts reference real lcd budget] [--minutes 1]
 [--out docs/benchmarks.md]``
 """
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 
 from _common import command_line, default_data_dir, ensure_library_importable, machine_line, publish, utc_now
+from realistic_lcd import DOSES, INSERTS, detectability, make_phantom, realisations
 from realistic_acquisitions import SETTINGS, SOURCES, acquire, bm4d_region, estimate_psd, prepare
 from realistic_methods import bm4d_available, bm4d_with_psd
 from sublattice import _seam, _table, _volume
@@ -47,7 +52,10 @@ from MedicalDenoiseLib.io.volume import Geometry, Volume  # noqa: E402
 from MedicalDenoiseLib.io.writing import write_volume  # noqa: E402
 from MedicalDenoiseLib.noise import noise_kind  # noqa: E402
 
-PARTS = ("reference", "budget", "real")
+PARTS = ("reference", "budget", "real", "lcd")
+LCD_REALISATIONS = 50  # of each class per dose
+LCD_SLICE_MM = 3.0
+LCD_RESAMPLES = 500
 REFERENCE = ("mni-kspace-1coil-0.03", "mni-kspace-1coil-0.06", "mni-kspace-4coil-0.03", "mni-kspace-4coil-0.06",
              "brain2-kspace-1coil-0.03", "brain2-kspace-4coil-0.06", "ct-3mm-photons-2.5e4")
 REAL_FILES = ("mr_chest_tfl3d_seg3d.nii.gz", "mr_phantom_t1mprage_xa30i.nii.gz", "mr_head_t1fl2d_decubitus.nii.gz",
@@ -145,6 +153,42 @@ def real_part(data: Path, minutes: float) -> list[str]:
             *_table(["image", "input seam", MODEL, f"adapted, {minutes:g} min"], rows), *notes, ""]
 
 
+def lcd_part(minutes: float) -> list[str]:
+    """CHO AUC on the FBP phantom, stacked into a volume: input, shipped model, model fitted to that volume."""
+    phantom = make_phantom(128, 1.0, 120.0)
+    shipped = Denoiser(MODEL, device="cpu")
+    centre = (slice(None), slice(54, 74), slice(54, 74))
+    inserts = [f"{d:g} mm, {c:g} HU" for d, c in INSERTS]
+    rows, notes = [], []
+    for index, photons in enumerate(DOSES):
+        print(f"lcd: {photons:g} photons", file=sys.stderr, flush=True)
+        present = realisations(phantom.present, LCD_REALISATIONS, photons, phantom.pixel_mm, 31 + 2 * index)
+        absent = realisations(phantom.absent, LCD_REALISATIONS, photons, phantom.pixel_mm, 32 + 2 * index)
+        stack = np.concatenate([present, absent])
+        volume = Volume(stack, Geometry((phantom.pixel_mm, phantom.pixel_mm, LCD_SLICE_MM), (0.0,) * 3,
+                                        tuple(np.eye(3).ravel())), modality="ct", source=f"lcd-{photons:g}")
+        denoiser, what = _adapted(volume, minutes)
+        notes.append(f"- {photons:g} photons: {what}")
+        outputs = {"input": stack, MODEL: shipped.denoise(volume).volume.array,
+                   f"adapted, {minutes:g} min": None if denoiser is None else denoiser.denoise(volume).volume.array}
+        sd_in = float(absent[centre].std())
+        for name, out in outputs.items():
+            if out is None:
+                rows.append(["", "", name, "shipped model kept", *["–"] * len(inserts)])
+                continue
+            observed = detectability(out[:LCD_REALISATIONS], out[LCD_REALISATIONS:], phantom,
+                                     np.random.default_rng(SEED), LCD_RESAMPLES)
+            first = name == "input"
+            rows.append([f"{photons:g}" if first else "", f"{sd_in:.1f}" if first else "", name,
+                         "–" if first else f"×{float(out[LCD_REALISATIONS:][centre].std()) / sd_in:.2f}",
+                         *[f"{r.auc:.3f} [{r.low:.2f}, {r.high:.2f}]" for r in observed]])
+    return ["### CT low-contrast phantom, stacked into a volume: CHO AUC [95 % interval]", "",
+            f"{LCD_REALISATIONS} signal-present and {LCD_REALISATIONS} signal-absent FBP realisations per dose "
+            f"(`realistic_lcd`), one volume of {LCD_SLICE_MM:g} mm slices; observer as in *Realistic noise: CT "
+            f"low-contrast detectability*, {LCD_RESAMPLES} splits.", "",
+            *_table(["photons", "input SD (HU)", "method", "SD after", *inserts], rows), *notes, ""]
+
+
 def budget_part() -> list[str]:
     """``denoise --adapt`` through the command line on a 256 × 256 × 150 MR acquired in k-space."""
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in (150, 256, 256)], indexing="ij", sparse=True)
@@ -182,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         body += budget_part()
     if "real" in args.parts and args.data:
         body += real_part(args.data, args.minutes)
+    if "lcd" in args.parts:
+        body += lcd_part(args.minutes)
     section = "\n".join([
         "## Adapting to the scan", "",
         f"`{command_line()}` ({(time.perf_counter() - started) / 60:.1f} min, {utc_now()}; {machine_line(torch.__version__)}).",
