@@ -6,7 +6,8 @@ Three parts, every figure from one run:
   with the clean image's detail, ``metrics.residual_structure_correlation``: 0 removes noise only) and the seam
   score of the output beside the input's; oracle-tuned anisotropic diffusion for scale.
 - **ct-water**: FBP CT of a 240 mm water disc (``ct-projection`` noise, three doses, 8 slices each): noise SD of the
-  output over the input's in the central 128², seam score beside the input's.
+  output over the input's in the central 128², seam score beside the input's, and the peak frequency of the noise
+  power spectrum there (``evaluation.noise_power``) beside the input's.
 - **real**: the real scans in ``--data`` (middle frame of each B-mode sequence; 16 central slices of a volume):
   flat-region noise left / strong-edge sharpness kept (both relative to the input, as in ``real_noisy.py``), seam
   score, and the retention of small low-contrast lesions inserted into the real image
