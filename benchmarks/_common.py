@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-__all__ = ["LIBRARY_PARENT", "publish", "ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section",
+__all__ = ["LIBRARY_PARENT", "library_env", "publish", "ensure_library_importable", "cpu_model", "machine_line", "command_line", "utc_now", "write_section",
            "default_data_dir", "HELD_OUT_FILES"]
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +40,13 @@ def ensure_library_importable() -> None:
         import MedicalDenoiseLib  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(LIBRARY_PARENT))
+
+
+def library_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child ``python -m MedicalDenoiseLib…`` run from a plain checkout, plus
+    ``extra`` variables."""
+    path = os.pathsep.join(filter(None, [str(LIBRARY_PARENT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 def cpu_model() -> str:

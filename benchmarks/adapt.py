@@ -165,8 +165,7 @@ def lcd_part(minutes: float) -> list[str]:
         present = realisations(phantom.present, LCD_REALISATIONS, photons, phantom.pixel_mm, 31 + 2 * index)
         absent = realisations(phantom.absent, LCD_REALISATIONS, photons, phantom.pixel_mm, 32 + 2 * index)
         stack = np.concatenate([present, absent])
-        volume = Volume(stack, Geometry((phantom.pixel_mm, phantom.pixel_mm, LCD_SLICE_MM), (0.0,) * 3,
-                                        tuple(np.eye(3).ravel())), modality="ct", source=f"lcd-{photons:g}")
+        volume = _volume(stack, (LCD_SLICE_MM, phantom.pixel_mm, phantom.pixel_mm), "ct")
         denoiser, what = _adapted(volume, minutes)
         notes.append(f"- {photons:g} photons: {what}")
         outputs = {"input": stack, MODEL: shipped.denoise(volume).volume.array,

@@ -30,7 +30,6 @@ import contextlib
 import http.client
 import io
 import json
-import os
 import re
 import shutil
 import signal
@@ -47,7 +46,7 @@ from urllib.parse import urlencode
 import numpy as np
 import torch
 
-from _common import LIBRARY_PARENT, command_line, ensure_library_importable, machine_line, publish, utc_now
+from _common import command_line, ensure_library_importable, library_env, machine_line, publish, utc_now
 from speed_memory import phantom
 
 ensure_library_importable()
@@ -69,7 +68,7 @@ class Server:
     def __init__(self, folder: Path, device: str, queue: int) -> None:
         self.work_dir = folder / "work"
         self.log = folder / "server.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_PARENT), os.environ.get("PYTHONPATH")]))}
+        env = library_env()
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "MedicalDenoiseLib.cli.main", "serve", "--port", "0", "--device", device,
@@ -203,7 +202,7 @@ def _cli_run(arguments: list[str]) -> tuple[float, float, str]:
 
 def _start_up_s() -> float:
     """Seconds for ``medical-denoise --version`` in a new process: the command's start-up (its imports)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_PARENT), os.environ.get("PYTHONPATH")]))}
+    env = library_env()
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "MedicalDenoiseLib.cli.main", "--version"], capture_output=True, env=env,
                    check=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import LIBRARY_PARENT, command_line, ensure_library_importable, machine_line, utc_now, publish
+from _common import command_line, ensure_library_importable, library_env, machine_line, utc_now, publish
 
 DEFAULT_SIZES = ("64", "128", "256", "512x512x300", "512x512x300:int16", "512x512", "820x616", "82x96x64")
 TIME_TARGETS_S = {(256, 256, 256): 20.0}  # (z, y, x) -> seconds; only 256³ has a time target
@@ -180,8 +180,7 @@ def _cli_seconds(token: str, args: argparse.Namespace, folder: Path) -> float | 
                "--device", args.device, "--progress", "none", "--overwrite"]
     command += ["--model", args.model] if args.model else []
     command += ["--tile", str(args.tile)] if args.tile else []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_PARENT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": str(args.threads)}
+    env = library_env(OMP_NUM_THREADS=str(args.threads))
     started = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     seconds = time.perf_counter() - started

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import (LIBRARY_PARENT, command_line, default_data_dir, ensure_library_importable, machine_line, publish,
+from _common import (command_line, default_data_dir, ensure_library_importable, library_env, machine_line, publish,
                      utc_now)
 from realistic_acquisitions import SETTINGS, SOURCES, acquire, prepare
 from realistic_lcd import make_phantom, realisations
@@ -231,14 +231,15 @@ def _cli_run(source: Path, target: Path, model: str, grain: str, refine: bool) -
     """Wall seconds and peak RSS (MiB) of ``medical-denoise denoise`` in a fresh process."""
     command = [sys.executable, "-m", "MedicalDenoiseLib.cli.main", "denoise", str(source), str(target), "--model", model,
                "--grain", grain, "--device", "cpu", "--progress", "none", "--overwrite"] + ([] if refine else ["--no-refine"])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_PARENT), os.environ.get("PYTHONPATH")]))}
-    started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    errors = child.stderr.read().decode(errors="replace") if child.stderr else ""
-    if status != 0:
-        raise RuntimeError(f"medical-denoise failed ({status}): {errors.strip()[-300:]}")
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty child cannot fill it and block
+        started = time.perf_counter()
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=library_env())
+        _, status, usage = os.wait4(child.pid, 0)  # the child's own rusage, so its own peak memory
+        seconds = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            errors.seek(0)
+            raise RuntimeError(f"medical-denoise failed ({code}): {errors.read().decode(errors='replace').strip()[-300:]}")
     return seconds, usage.ru_maxrss / 1024  # KiB on Linux
 
 
