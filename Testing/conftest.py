@@ -25,6 +25,16 @@ def phantom(shape=(19, 26, 23), seed=0, low=0.0, high=1.0) -> np.ndarray:
     return (low + (high - low) * image).astype(np.float32)
 
 
+def neighbour_kernel(along_x: float, along_y: float) -> np.ndarray:
+    """A 17 × 17 noise autocorrelation kernel (``ScanNoise.kernel``): 1 at lag 0, the given correlations at
+    one voxel along x and along y."""
+    kernel = np.zeros((17, 17))
+    kernel[8, 8] = 1.0
+    kernel[8, 7] = kernel[8, 9] = along_x
+    kernel[7, 8] = kernel[9, 8] = along_y
+    return kernel
+
+
 def oblique_geometry(spacing=(0.7, 0.9, 2.5)) -> Geometry:
     """A rotated, anisotropic grid with a non-zero origin."""
     a, b = np.deg2rad(20), np.deg2rad(-35)

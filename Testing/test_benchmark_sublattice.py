@@ -30,11 +30,13 @@ def test_a_b_mode_sequence_gives_its_middle_frame_and_a_volume_its_central_slice
 
 def test_time_part_reports_every_path_and_what_was_done(sublattice, tiny_model_file):
     paths = [p for p in sublattice.PATHS if not p[0].startswith("v3")]
-    denoisers = {label: Denoiser(load_model(tiny_model_file), device="cpu", refine=refine)
+    denoisers = {label: Denoiser(load_model(tiny_model_file), device="cpu", refine=bool(refine), group=refine is True)
                  for label, _, _, _, refine in paths}
     lines = sublattice.time_part(denoisers, tuple(paths))
     rows = {label: next(line for line in lines if line.startswith(f"| {label} ")) for label, *_ in paths}
-    whole, network_only, refined = rows.values()
+    whole, network_only, wiener, grouped = rows.values()
     assert "denoised whole" in whole and "2×2 sub-grids" in network_only and "Wiener" not in network_only
-    assert "2×2 sub-grids" in refined and "Wiener-filtered" in refined
+    assert "2×2 sub-grids" in wiener and "Wiener-filtered" in wiener and "groups" not in wiener
+    assert "Wiener-filtered" in grouped and "groups of 16 similar 4×4×4 cubes" in grouped
+    assert wiener.split("|")[3].strip() == "–"  # the command has no Wiener-only option: the library is timed
     assert all(float(row.split("|")[2]) > 0 for row in rows.values())

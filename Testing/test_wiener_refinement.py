@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import phantom
+from conftest import neighbour_kernel, phantom
 from MedicalDenoiseLib.errors import Cancelled
 from MedicalDenoiseLib.estimation.scan_noise import ScanNoise
-from MedicalDenoiseLib.inference.denoiser import Denoiser
+from MedicalDenoiseLib.inference.denoiser import NETWORK_SHARE, Denoiser
 from MedicalDenoiseLib.inference import wiener_refinement
 from MedicalDenoiseLib.inference.wiener_refinement import _window, block_shape, lattice_bins, refine, window_spectrum
 from MedicalDenoiseLib.io.volume import Geometry, Volume
@@ -17,11 +17,7 @@ from MedicalDenoiseLib.models.model_files import load_model
 
 
 def _kernel() -> np.ndarray:
-    kernel = np.zeros((17, 17))
-    kernel[8, 8] = 1.0
-    kernel[8, 7] = kernel[8, 9] = 0.4
-    kernel[7, 8] = kernel[9, 8] = 0.3
-    return kernel
+    return neighbour_kernel(0.4, 0.3)
 
 
 @pytest.mark.parametrize("noise", [ScanNoise(1.0, band=(0.4, 0.3, 0.2)), ScanNoise(1.0, kernel=_kernel(), correlation_z=0.3)],
@@ -101,18 +97,18 @@ def test_refinement_reports_monotone_progress_and_cancels(tiny_model_file):
     seen = []
     Denoiser(load_model(tiny_model_file), device="cpu", tile_size=32).denoise(volume, progress=seen.append)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
-    assert any(0.9 < f < 1.0 for f in seen)  # the refinement's own steps, after the network's 90 %
+    assert any(NETWORK_SHARE < f < 1.0 for f in seen)  # the refinement's own steps, after the network's share
     calls = []
 
     def cancel_in_refinement():
         calls.append(1)
-        return bool(seen) and len(calls) > 1 and seen[-1] >= 0.9
+        return bool(seen) and len(calls) > 1 and seen[-1] >= NETWORK_SHARE
 
     seen.clear()
     with pytest.raises(Cancelled):
         Denoiser(load_model(tiny_model_file), device="cpu", tile_size=32).denoise(volume, progress=seen.append,
                                                                                   cancel=cancel_in_refinement)
-    assert seen[-1] >= 0.9  # it got past the network: the refinement itself stopped
+    assert seen[-1] >= NETWORK_SHARE  # it got past the network: the refinement itself stopped
 
 
 def test_an_intensity_offset_shifts_the_output_and_flat_noise_goes():

@@ -65,10 +65,13 @@ REAL_FILES = ("us_curvilinear_bk_plus.mha", "us_curvilinear_ultrasonix_plus.mha"
               "mr_phantom_t1tse_philips_csdl.nii.gz", "ct_abdomen_thin3sl_dcmqi.nii.gz", "ct_body_petct_20sl_totalseg.nii.gz")
 CT_SETTINGS = ("ct-3mm-photons-1e5", "ct-3mm-photons-2.5e4", "ct-thin-photons-1e6", "ct-thin-photons-2.5e5",
                "ct-thin-photons-6e4")
-# (label, model, grain, with the model's sub-lattice twin, Wiener refinement): the paths compared.
+# (label, model, grain, with the model's sub-lattice twin, refinement): the paths compared. Refinement: False (the
+# network's output), WIENER (the Wiener pass alone) or True (the Wiener pass and the collaborative one, the default).
+WIENER = "wiener"
 PATHS = (("v3 whole", "autoencoder-v3", "1", True, True), ("v2 whole", "autoencoder-v2", "1", True, True),
          ("v2 grain auto, network only", "autoencoder-v2", "auto", False, False),
-         ("v2 grain auto + Wiener (default)", "autoencoder-v2", "auto", False, True))
+         ("v2 grain auto + Wiener", "autoencoder-v2", "auto", False, WIENER),
+         ("v2 grain auto + Wiener + groups (default)", "autoencoder-v2", "auto", False, True))
 TWIN_PATH = ("v2 grain auto, its sub-lattice twin on the sub-lattices", "autoencoder-v2", "auto", True, True)
 
 
@@ -82,7 +85,7 @@ def _denoisers(twin: Path | None) -> dict[str, Denoiser]:
     """One Denoiser per path label."""
     denoisers = {}
     for label, model, _, with_twin, refine in PATHS + (TWIN_PATH,):
-        denoisers[label] = Denoiser(model, device="cpu", refine=refine)
+        denoisers[label] = Denoiser(model, device="cpu", refine=bool(refine), group=refine is True)
         if twin is not None and with_twin:
             denoisers[label].model.sublattice = load_model(twin)
         elif not with_twin:
@@ -215,7 +218,7 @@ def time_part(denoisers: dict[str, Denoiser], paths=PATHS) -> list[str]:
             started = time.perf_counter()
             result = denoisers[label].denoise(volume, grain=grain)
             library = time.perf_counter() - started
-            if label == TWIN_PATH[0]:  # the command cannot be handed an unregistered twin
+            if label == TWIN_PATH[0] or refine == WIENER:  # the command has no such option
                 rows.append([label, f"{library:.2f}", "–", "–", result.describe()])
                 continue
             seconds, peak = _cli_run(source, Path(folder) / "output.nrrd", model, grain, refine)
@@ -271,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         "v2 grain auto: `autoencoder-v2` on the sub-lattices the measured grain asks for (strides in brackets, y×x), "
         "made to agree (`inference/sublattice.py`); *network only* stops there (`--no-refine`), *+ Wiener* then "
         "Wiener-filters the input with that output as the signal and the scan's own noise spectrum "
-        "(`inference/wiener_refinement.py`), as `denoise` does by default; whole: the model on the whole image, "
+        "(`inference/wiener_refinement.py`), *+ groups* then filters the input again in groups of similar cubes "
+        "(`inference/collaborative_filter.py`), as `denoise` does by default; whole: the model on the whole image, "
         "refined; with a sub-lattice twin, the same split with the twin on the sub-lattices. See the script's "
         "docstring for each measure.", "",
         *body,

@@ -48,7 +48,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=None, help="largest tile edge in voxels (default: 160 on CPU, 192 on GPU)")
     parser.add_argument("--flips", action="store_true", help="average over the 8 axis flips: slightly better, 8x slower")
     parser.add_argument("--no-refine", action="store_true", help="keep the network's output as it is: no Wiener "
-                        "refinement with the scan's noise spectrum (which gives back detail the network took)")
+                        "refinement with the scan's noise spectrum (which gives back detail the network took) and no "
+                        "filtering in groups of similar cubes after it")
 
 
 def add_parser(sub) -> None:

@@ -27,7 +27,7 @@ from .normalization import MODALITIES, IntensityNormalizer, ct_padding_value, gu
 from .strength import network_settings, parse_strength
 from .sublattice import agree, merge, split
 from .tiling import sliding_window_inference
-from . import wiener_refinement
+from . import collaborative_filter, wiener_refinement
 from .wiener_refinement import Refinement
 
 __all__ = ["DenoiseResult", "Denoiser"]
@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 _MIN_TILE = 32
 _THIN_DEPTH = 16  # volumes with at most this many slices run with the slice axis last
 _AIR_HU = -1000.0
-NETWORK_SHARE = 0.9  # of the progress bar, when the Wiener refinement follows the network
+NETWORK_SHARE = 0.7  # of the progress bar, when the refinement follows the network
+WIENER_SHARE = 0.3  # of the refinement's part: the rest is the collaborative pass
 
 
 @dataclass
@@ -85,7 +86,10 @@ class Denoiser:
         overlap: least overlap between tiles in voxels.
         flips: average over the 8 axis flips (sharper, 8× slower).
         refine: Wiener-filter the input with the network's output as the signal and the scan's own noise spectrum
-            (:mod:`.wiener_refinement`): gives back detail the network took beyond the noise.
+            (:mod:`.wiener_refinement`): gives back detail the network took beyond the noise; then filter it
+            again in groups of similar cubes (:mod:`.collaborative_filter`).
+        group: with ``refine``, the collaborative pass after the Wiener one (False: the Wiener pass alone, for
+            comparison).
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class Denoiser:
         overlap: int = 16,
         flips: bool = False,
         refine: bool = True,
+        group: bool = True,
     ) -> None:
         self.model = model if isinstance(model, LoadedModel) else open_model(model)
         self.device = resolve_device(device)
@@ -107,6 +112,7 @@ class Denoiser:
         self.network = _prepared(self.model.network, self.device)
         self._variants: dict[str, torch.nn.Module] = {}
         self.refine = refine
+        self.group = group
 
     @property
     def name(self) -> str:
@@ -188,13 +194,13 @@ class Denoiser:
                 "the result may be smoother than expected"
             )
         stages = _Stages(progress, NETWORK_SHARE if self.refine else 1.0)
-        output, device_used = self._run_tiled(batch, settings.level, layout, runner, stages.network, cancel, messages)
+        output, device_used = self._run_tiled(batch, settings.level, layout, runner, stages.first, cancel, messages)
         del batch
         output = output[0] if found.whole else agree(merge(output, found.strides, volume3d.shape), volume3d, found.strides)
         refinement = None
         if self.refine:
             output, refinement = self._refined(volume3d, output, estimate, settings.used_sd, chosen, found.strides,
-                                               _slice_ratio(volume), stages.refinement, cancel)
+                                               _slice_ratio(volume), stages.second, cancel)
         output = output.reshape(array.shape)
         if settings.blend != 1.0 and refinement is None:
             # A blind network's strength: remove that fraction of what it would remove.
@@ -218,15 +224,26 @@ class Denoiser:
         )
 
     def _refined(self, volume3d, pilot, estimate, used_sd, modality, strides, slice_ratio, progress, cancel):
-        """``pilot`` Wiener-refined with the scan's noise spectrum at the strength's level, and what was done
-        (None, with the pilot unchanged, when there is nothing to refine with)."""
+        """``pilot`` Wiener-refined with the scan's noise spectrum at the strength's level, then filtered in
+        groups of similar cubes (:mod:`.collaborative_filter`), and what was done (None, with the pilot
+        unchanged, when there is nothing to refine with)."""
         noise = measure_scan_noise(volume3d, estimate, modality)
         block = wiener_refinement.block_shape(volume3d.shape, slice_ratio)
         if noise.sd <= 0 or used_sd <= 0 or estimate.sigma <= 0 or 1 in block[1:]:
             return pilot, None
-        spectrum = wiener_refinement.window_spectrum(noise, block, volume3d.shape) * np.float32((used_sd / estimate.sigma) ** 2)
-        refined = wiener_refinement.refine(volume3d, pilot, spectrum, strides, progress, cancel)
-        return refined, Refinement(block, noise.measured_by)
+        level = np.float32((used_sd / estimate.sigma) ** 2)  # the strength scales the noise's power
+        stages = _Stages(progress, WIENER_SHARE if self.group else 1.0)
+        spectrum = wiener_refinement.window_spectrum(noise, block, volume3d.shape) * level
+        refined = wiener_refinement.refine(volume3d, pilot, spectrum, strides, stages.first, cancel)
+        if not self.group:
+            return refined, Refinement(block, noise.measured_by)
+        cube = collaborative_filter.cube_shape(block)
+        covariance = wiener_refinement.autocovariance(noise, cube, volume3d.shape) * level
+        variance = collaborative_filter.coefficient_variance(covariance, cube)
+        grouped = collaborative_filter.group_filter(volume3d, refined, variance, cube, stages.second, cancel)
+        output = collaborative_filter.with_coarse_band(grouped, refined, tuple(c > 1 for c in cube))
+        grouping = collaborative_filter.Grouping(cube, collaborative_filter.GROUP)
+        return output, Refinement(block, noise.measured_by, grouping)
 
     def _grain(self, strides, estimate, normalized: np.ndarray) -> Grain:
         """The user's strides; under auto, whole for a model that learned grain, else as measured."""
@@ -391,17 +408,18 @@ def _overlaps(overlap: int, layout: str) -> tuple[int, int, int]:
 
 
 class _Stages:
-    """Splits one progress bar between the network (the first ``share``) and the refinement (the rest)."""
+    """Splits one progress bar between two stages: the first ``share`` and the rest (the network and the
+    refinement; within the refinement, the Wiener pass and the collaborative one)."""
 
     def __init__(self, callback: Callable[[float], None] | None, share: float) -> None:
         self._callback = callback
         self._share = share
 
-    def network(self, fraction: float) -> None:
+    def first(self, fraction: float) -> None:
         if self._callback is not None:
             self._callback(self._share * fraction)
 
-    def refinement(self, fraction: float) -> None:
+    def second(self, fraction: float) -> None:
         if self._callback is not None:
             self._callback(self._share + (1.0 - self._share) * fraction)
 

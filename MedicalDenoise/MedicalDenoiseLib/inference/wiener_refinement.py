@@ -39,8 +39,10 @@ import torch
 
 from ..errors import Cancelled
 from ..estimation.scan_noise import ScanNoise
+from .collaborative_filter import Grouping
 
-__all__ = ["BLOCK", "KEPT_BELOW", "NOISE_FLOOR", "THICK_SLICES", "Refinement", "block_shape", "kept_bins", "lattice_bins",
+__all__ = ["BLOCK", "KEPT_BELOW", "NOISE_FLOOR", "THICK_SLICES", "Refinement", "autocovariance", "block_shape", "kept_bins",
+           "lattice_bins",
            "window_spectrum", "refine"]
 
 # Window edge. On the MNI template acquired in k-space (1 coil, 6 %), after the network on 2×2 sub-lattices
@@ -65,14 +67,17 @@ _NON_NEGATIVE = 1e-4  # least power per bin in the exact spectrum, relative to i
 
 @dataclass(frozen=True)
 class Refinement:
-    """What the refinement did: its window ``(z, y, x)`` and how the noise spectrum was measured."""
+    """What the refinement did: its window ``(z, y, x)``, how the noise spectrum was measured and, when the
+    collaborative pass followed, its groups."""
 
     block: tuple[int, int, int]
     noise: str
+    grouping: Grouping | None = None
 
     def describe(self) -> str:
         window = "×".join(map(str, self.block[1:] if self.block[0] == 1 else self.block))
-        return f"Wiener-filtered in {window} windows with the scan's noise spectrum ({self.noise})"
+        text = f"Wiener-filtered in {window} windows with the scan's noise spectrum ({self.noise})"
+        return text + (f", then {self.grouping.describe()}" if self.grouping is not None else "")
 
 
 def block_shape(shape: tuple[int, int, int], slice_ratio: float = 1.0) -> tuple[int, int, int]:
@@ -110,8 +115,8 @@ def _band_autocorrelation(length: int, edge: float, lags: np.ndarray) -> np.ndar
     return np.cos(2 * np.pi * np.outer(lags, inside)).mean(axis=1)
 
 
-def _autocovariance(noise: ScanNoise, block: tuple[int, int, int], shape: tuple[int, int, int]) -> np.ndarray:
-    """The noise autocovariance over lags ``(−(b − 1) … b − 1)`` per axis."""
+def autocovariance(noise: ScanNoise, block: tuple[int, int, int], shape: tuple[int, int, int]) -> np.ndarray:
+    """The noise autocovariance over lags ``(−(b − 1) … b − 1)`` per axis, zero lag at the centre."""
     lags = [np.arange(-(b - 1), b) for b in block]
     if noise.band is not None:
         per_axis = [_band_autocorrelation(n, e, lag) for n, e, lag in zip(shape, noise.band, lags)]
@@ -134,7 +139,7 @@ def window_spectrum(noise: ScanNoise, block: tuple[int, int, int], shape: tuple[
 
     ``Σ_τ R(τ) A(τ) e^{−2πi f τ / b}``, with ``A`` the window's autocorrelation, wrapped onto the ``b``-point grid.
     """
-    weighted = _autocovariance(noise, block, shape)
+    weighted = autocovariance(noise, block, shape)
     for axis, b in enumerate(block):
         a = _window_autocorrelation(b)
         weighted = weighted * a.reshape([-1 if i == axis else 1 for i in range(3)])
