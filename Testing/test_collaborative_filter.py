@@ -83,7 +83,7 @@ def test_the_coarse_band_comes_from_the_refinement():
     shape = (32, 48, 48)
     filtered = rng.normal(size=shape).astype(np.float32)
     z, y, x = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
-    blob = np.exp(-(z ** 2 + y ** 2 + x ** 2) / (2 * 4.0 ** 2)).astype(np.float32)  # well below 0.2 cycles/voxel
+    blob = np.exp(-(z ** 2 + y ** 2 + x ** 2) / (2 * 4.0 ** 2)).astype(np.float32)  # well below 0.25 cycles/voxel
     fine = np.where((z + y + x) % 2 == 0, 1.0, -1.0).astype(np.float32)  # the finest checkerboard: 0.87 cycles/voxel
     out = with_coarse_band(filtered, filtered + blob + fine, (True, True, True))
     # The coarse blob came over, the checkerboard did not (at the faces, mirroring breaks its phase: a little leaks).
