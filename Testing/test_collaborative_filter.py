@@ -89,7 +89,7 @@ def test_the_coarse_band_comes_from_the_refinement():
     # The coarse blob came over, the checkerboard did not (at the faces, mirroring breaks its phase: a little leaks).
     inner = (slice(4, -4),) * 3
     np.testing.assert_allclose((out - filtered)[inner], blob[inner], atol=0.01)
-    np.testing.assert_allclose(out - filtered, blob, atol=0.05)
+    np.testing.assert_allclose(out - filtered, blob, atol=0.1)
     # Off along an axis, every frequency along it is coarse: slices differ but each slice's band is its own.
     slices = with_coarse_band(filtered, filtered + blob * np.arange(shape[0])[:, None, None], (False, True, True))
     np.testing.assert_allclose(slices - filtered, blob * np.arange(shape[0])[:, None, None], atol=0.05 * shape[0])
