@@ -227,23 +227,39 @@ def time_part(denoisers: dict[str, Denoiser], paths=PATHS) -> list[str]:
             *_table(["path", "library `denoise` s (noise estimate included)", "`medical-denoise denoise` s (start to exit)",
                      "its peak RSS MiB", "what was done"], rows),
             "", "The command runs in a fresh process per path (`--device cpu`, NRRD in and out); its peak resident "
-            "memory is the child's `ru_maxrss` (Python, torch, the model, input, output)."]
+            "memory is the child's own high-water mark, `VmHWM` (Python, torch, the model, input, output; `ru_maxrss` would "
+            "include the benchmark's own size, which Linux carries over at exec)."]
+
+
+# Runs the command in this interpreter and, at exit, writes the process's own peak resident memory (VmHWM: the
+# high-water mark of the memory map made at exec). ``ru_maxrss`` would not do: at exec Linux carries over the
+# parent's high-water mark, so a small command started from a large benchmark reports the benchmark's size.
+_PEAK_REPORTING = ("import atexit, re, runpy, sys\n"
+                   "peak_file = sys.argv[1]\n"
+                   "def report():\n"
+                   "    status = open('/proc/self/status').read()\n"
+                   "    open(peak_file, 'w').write(re.search(r'VmHWM:\\s*(\\d+)', status).group(1))\n"
+                   "atexit.register(report)\n"
+                   "sys.argv = ['medical-denoise'] + sys.argv[2:]\n"
+                   "runpy.run_module('MedicalDenoiseLib.cli.main', run_name='__main__')\n")
 
 
 def _cli_run(source: Path, target: Path, model: str, grain: str, refine: bool) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of ``medical-denoise denoise`` in a fresh process."""
-    command = [sys.executable, "-m", "MedicalDenoiseLib.cli.main", "denoise", str(source), str(target), "--model", model,
-               "--grain", grain, "--device", "cpu", "--progress", "none", "--overwrite"] + ([] if refine else ["--no-refine"])
-    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty child cannot fill it and block
+    """Wall seconds and peak resident memory (MiB) of ``medical-denoise denoise`` in a fresh process."""
+    arguments = ["denoise", str(source), str(target), "--model", model, "--grain", grain, "--device", "cpu",
+                 "--progress", "none", "--overwrite"] + ([] if refine else ["--no-refine"])
+    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryFile() as errors:
+        # stderr to a file, not a pipe: a chatty child cannot fill it and block
+        peak_file = Path(folder) / "peak"
         started = time.perf_counter()
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=library_env())
-        _, status, usage = os.wait4(child.pid, 0)  # the child's own rusage, so its own peak memory
+        child = subprocess.run([sys.executable, "-c", _PEAK_REPORTING, str(peak_file), *arguments],
+                               stdout=subprocess.DEVNULL, stderr=errors, env=library_env())
         seconds = time.perf_counter() - started
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
+        if child.returncode != 0:
             errors.seek(0)
-            raise RuntimeError(f"medical-denoise failed ({code}): {errors.read().decode(errors='replace').strip()[-300:]}")
-    return seconds, usage.ru_maxrss / 1024  # KiB on Linux
+            raise RuntimeError(f"medical-denoise failed ({child.returncode}): "
+                               f"{errors.read().decode(errors='replace').strip()[-300:]}")
+        return seconds, int(peak_file.read_text()) / 1024  # kB
 
 
 def main(argv: list[str] | None = None) -> int:
