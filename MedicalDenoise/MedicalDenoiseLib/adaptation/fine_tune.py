@@ -28,7 +28,8 @@ from ..estimation.noise_estimation import estimate_noise
 from ..estimation.robust import fill_non_finite
 from ..inference.devices import resolve_device
 from ..inference.grain import learned_grain, measure_grain
-from ..inference.normalization import IntensityNormalizer, ct_padding_value, guess_modality
+from ..inference.normalization import IntensityNormalizer, guess_modality
+from ..inference.outside_field import find_outside_field
 from ..estimation.scan_noise import ScanNoise, measure_scan_noise
 from ..inference.strength import network_settings
 from ..io.volume import Volume
@@ -62,7 +63,6 @@ HELD_BACK = 0.2  # of the longest axis
 # recorrupted held-back copies (−0.9 % there, −1.6 % on the template) tells the two apart.
 KEPT_SHARE = 0.5
 CHECK_PAIRS = 8  # pairs in each held-back set
-_AIR_HU = -1000.0
 # Time kept back for the final pass and the adapted model's lesion check, over their cost at the measured speed
 # of the Denoiser on this machine (the crop's smaller tiles run a little slower per voxel than a whole scan's).
 _RESERVE_MARGIN = 1.1
@@ -145,9 +145,9 @@ def _prepare(volume: Volume, model: LoadedModel, modality: str) -> _Scan:
     if float(work.max()) == float(work.min()):
         raise InputError(f"{name}: the image is constant; there is no noise to adapt to")
     chosen = guess_modality(array, volume.modality if modality == "auto" else modality)
-    padding = ct_padding_value(work) if chosen == "ct" else None
-    if padding is not None:
-        work = np.where(work == np.float32(padding), np.float32(_AIR_HU), work)
+    outside = find_outside_field(work, chosen)
+    if outside is not None:
+        work = outside.hidden(work)
     normalizer = IntensityNormalizer.fit(work, chosen)
     normalized = normalizer.normalize(work)
     estimate = estimate_noise(normalized)

@@ -23,7 +23,8 @@ from ..estimation.robust import fill_non_finite
 from ..estimation.scan_noise import measure_scan_noise
 from .devices import resolve_device
 from .grain import Grain, learned_grain, measure_grain, parse_grain
-from .normalization import MODALITIES, IntensityNormalizer, ct_padding_value, guess_modality
+from .normalization import MODALITIES, IntensityNormalizer, guess_modality
+from .outside_field import find_outside_field
 from .strength import network_settings, parse_strength
 from .sublattice import agree, merge, split
 from .tiling import sliding_window_inference
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 _MIN_TILE = 32
 _THIN_DEPTH = 16  # volumes with at most this many slices run with the slice axis last
-_AIR_HU = -1000.0
 NETWORK_SHARE = 0.7  # of the progress bar, when the refinement follows the network
 WIENER_SHARE = 0.3  # of the refinement's part: the rest is the collaborative pass
 
@@ -168,11 +168,9 @@ class Denoiser:
             messages.append("the image is constant: returned unchanged")
             return DenoiseResult(volume.with_array(work.copy()), 0.0, 0.0, chosen, "none",
                                  time.perf_counter() - started, messages, "none")
-        padding = ct_padding_value(work) if chosen == "ct" else None
-        if padding is not None:
-            # Out-of-field voxels are no image: the network sees air there, and they come back unchanged.
-            outside = work == np.float32(padding)
-            work = np.where(outside, np.float32(_AIR_HU), work)
+        outside = find_outside_field(work, chosen)
+        if outside is not None:
+            work = outside.hidden(work)
         normalizer = IntensityNormalizer.fit(work, chosen)
         normalized = normalizer.normalize(work)
         del work
@@ -208,8 +206,8 @@ class Denoiser:
             output *= np.float32(settings.blend)
             output += normalized
         output = normalizer.denormalize_(output)
-        if padding is not None:
-            output[outside.reshape(array.shape)] = np.float32(padding)
+        if outside is not None:
+            outside.restore_(output)
         return DenoiseResult(
             volume=volume.with_array(output),
             estimated_sigma=estimate.sigma * normalizer.scale,
