@@ -11,8 +11,8 @@ from conftest import neighbour_kernel, phantom
 from MedicalDenoiseLib.errors import Cancelled
 from MedicalDenoiseLib.estimation.scan_noise import ScanNoise
 from MedicalDenoiseLib.inference import collaborative_filter
-from MedicalDenoiseLib.inference.collaborative_filter import (coefficient_variance, cube_shape, dct_matrix, group_filter,
-                                                              with_coarse_band)
+from MedicalDenoiseLib.inference.collaborative_filter import (coefficient_variance, collaborate, cube_shape, dct_matrix,
+                                                              group_filter, with_coarse_band)
 from MedicalDenoiseLib.inference.denoiser import Denoiser
 from MedicalDenoiseLib.inference.wiener_refinement import autocovariance, block_shape, refine, window_spectrum
 from MedicalDenoiseLib.io.volume import Geometry, Volume
@@ -113,6 +113,27 @@ def test_a_faint_blob_keeps_more_with_the_coarse_band():
     kept = {coarse: float((run(noisy + blob, coarse) - run(noisy, coarse))[core].mean() / blob[core].mean())
             for coarse in (True, False)}
     assert kept[True] > kept[False] + 0.05
+
+
+@pytest.mark.parametrize("depth", [70, 66])  # 66: a last slab thinner than a cube joins the one before
+def test_slab_by_slab_groups_exactly_as_the_whole_volume(monkeypatch, depth):
+    shape = (depth, 40, 40)
+    noise = ScanNoise(0.05, band=(0.5, 0.3, 0.3))
+    noisy = (phantom(shape) + noise.draw(shape, np.random.default_rng(2))).astype(np.float32)
+    refined = gaussian_filter(noisy, 1.0).astype(np.float32)
+    variance = coefficient_variance(autocovariance(noise, CUBE, shape), CUBE)
+    whole_grouped, whole = group_filter(noisy, refined, variance, CUBE), collaborate(noisy, refined, variance, CUBE)
+    monkeypatch.setattr(collaborative_filter, "SLAB_VOXELS", 16 * 40 * 40)  # slabs of 16 planes
+    seen = []
+    slabs = collaborate(noisy, refined, variance, CUBE, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) > 4
+    # The groups are the whole volume's to the last bit; only the coarse band's FFT sees the slab's edges.
+    monkeypatch.setattr(collaborative_filter, "with_coarse_band", lambda grouped, refined, axes: grouped)
+    np.testing.assert_array_equal(collaborate(noisy, refined, variance, CUBE), whole_grouped)
+    difference = np.abs(slabs - whole).max(axis=(1, 2))
+    assert difference.max() < 0.15 * 0.05  # under a sixth of the noise SD
+    joins = difference[[15, 16, 31, 32, 47, 48]]
+    assert joins.max() < 1.5 * np.median(difference)  # no seam where slabs meet
 
 
 def test_a_cube_larger_than_the_volume_is_refused():

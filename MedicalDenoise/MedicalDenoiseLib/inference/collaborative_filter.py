@@ -12,6 +12,10 @@ reconstruction", IEEE TIP 2013; Dabov et al., BM3D, IEEE TIP 2007).
 Cubes are matched on the refined image (noise-free enough that noise does not decide the match), so the pass
 needs the Wiener refinement before it.
 
+A large volume is filtered in slabs of planes (:func:`collaborate`), each with ``HALO`` planes of its neighbours
+on either side: a voxel's groups reach at most 7 planes away, so the grouping is exactly that of the whole volume,
+and only the coarse band (an FFT low-pass) sees a slab's edge; memory then follows the slab, not the volume.
+
 **The coarsest frequencies come from the Wiener refinement** (:func:`with_coarse_band`): a small, faint lesion
 lives there, and grouping averages it with look-alikes that lack it. Lesions inserted into real scans
 (``benchmarks/sublattice.py`` real part; the Wiener refinement alone in brackets), with the band below 0 / 0.14 /
@@ -31,8 +35,8 @@ import torch
 
 from ..errors import Cancelled
 
-__all__ = ["CUBE", "GROUP", "KEPT_BELOW", "SEARCH", "STEP", "Grouping", "coefficient_variance", "cube_shape",
-           "dct_matrix", "group_filter", "with_coarse_band"]
+__all__ = ["CUBE", "GROUP", "HALO", "KEPT_BELOW", "SEARCH", "SLAB_VOXELS", "STEP", "Grouping", "coefficient_variance",
+           "collaborate", "cube_shape", "dct_matrix", "group_filter", "with_coarse_band"]
 
 # Gains over the Wiener refinement below: cached pilots (``benchmarks/sublattice.py``'s MNI in k-space, 1 coil, 6 %,
 # and white 5 %), without the coarse band.
@@ -47,6 +51,12 @@ SEARCH = (2, 4, 4)
 GROUP = 16
 # Frequencies up to this many cycles per voxel come from the Wiener refinement (see the module notes).
 KEPT_BELOW = 0.25
+# Planes of the neighbouring slabs on each side of a slab: a multiple of STEP (so the slab's reference cubes are
+# the volume's) covering a voxel's reach (a cube 3 planes up, its reference SEARCH[0] beyond, that reference's
+# candidates SEARCH[0] beyond again: 7) with room for the coarse band's low-pass.
+HALO = 16
+# Voxels of a slab's own planes (halo excluded): 512 × 512 planes go 64 at a time, most MR volumes in one slab.
+SLAB_VOXELS = 1 << 24
 _ROWS_PER_STEP = 4  # reference rows (along z) matched at once
 _GROUPS_PER_BATCH = 2048  # groups filtered at once: memory ∝ GROUP × CUBE³ × this
 _LEAST_VARIANCE = 1e-4  # relative to the mean: a coefficient with no noise still gets a finite gain
@@ -106,6 +116,32 @@ def _basis(cube: tuple[int, int, int]) -> np.ndarray:
 def _grid(length: int, edge: int, step: int) -> int:
     """How far an axis must be extended for cubes every ``step`` voxels to end exactly at its last voxel."""
     return -(length - edge) % step
+
+
+def collaborate(noisy: np.ndarray, refined: np.ndarray, variance: np.ndarray, cube: tuple[int, int, int],
+                progress: Callable[[float], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> np.ndarray:
+    """The collaborative pass: :func:`group_filter` on ``noisy`` guided by ``refined``, then
+    :func:`with_coarse_band` from ``refined``, slab by slab of planes (see the module notes)."""
+    depth, height, width = noisy.shape
+    planes = max(STEP, SLAB_VOXELS // (height * width) // STEP * STEP)
+    halo = HALO if cube[0] > 1 else 0  # cubes one plane thick: the planes are independent
+    axes = tuple(c > 1 for c in cube)
+    starts = list(range(0, depth, planes))
+    if len(starts) > 1 and depth - starts[-1] < cube[0]:
+        starts.pop()  # a last slab thinner than a cube joins the one before
+    output = np.empty(noisy.shape, np.float32)
+    for index, start in enumerate(starts):
+        stop = starts[index + 1] if index + 1 < len(starts) else depth
+        low, high = max(0, start - halo), min(depth, stop + halo)
+
+        def slab_progress(fraction: float, index=index) -> None:
+            if progress is not None:
+                progress((index + fraction) / len(starts))
+
+        grouped = group_filter(noisy[low:high], refined[low:high], variance, cube, slab_progress, cancel)
+        output[start:stop] = with_coarse_band(grouped, refined[low:high], axes)[start - low: stop - low]
+    return output
 
 
 def group_filter(noisy: np.ndarray, guide: np.ndarray, variance: np.ndarray, cube: tuple[int, int, int],

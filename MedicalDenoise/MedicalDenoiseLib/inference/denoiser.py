@@ -238,8 +238,7 @@ class Denoiser:
         cube = collaborative_filter.cube_shape(block)
         covariance = wiener_refinement.autocovariance(noise, cube, volume3d.shape) * level
         variance = collaborative_filter.coefficient_variance(covariance, cube)
-        grouped = collaborative_filter.group_filter(volume3d, refined, variance, cube, stages.second, cancel)
-        output = collaborative_filter.with_coarse_band(grouped, refined, tuple(c > 1 for c in cube))
+        output = collaborative_filter.collaborate(volume3d, refined, variance, cube, stages.second, cancel)
         grouping = collaborative_filter.Grouping(cube, collaborative_filter.GROUP)
         return output, Refinement(block, noise.measured_by, grouping)
 
