@@ -142,6 +142,44 @@ def test_a_faint_blob_the_pilot_smoothed_away_survives(monkeypatch):
     assert kept[centre] > 0.4 * blob.max() and kept[centre] > 3 * judged_by_pilot[centre]
 
 
+def test_coarse_speckle_is_filtered_down_to_the_floor_and_strong_structure_stays():
+    # Speckle-like noise: most of its power below KEPT_BELOW. A flat pilot (it found nothing) and a bright blob the
+    # pilot also lost: with the floor the coarse noise goes in part (down to the floor), the blob stays by its own
+    # power.
+    from scipy.ndimage import gaussian_filter
+    assert wiener_refinement.coarse_floor("us") == wiener_refinement.SPECKLE_COARSE_FLOOR < 1.0
+    assert wiener_refinement.coarse_floor("mr") == wiener_refinement.coarse_floor("ct") == 1.0
+    shape, block = (1, 192, 192), (1, 16, 16)
+    rng = np.random.default_rng(3)
+
+    def speckle() -> np.ndarray:
+        coarse = gaussian_filter(rng.normal(size=shape), (0, 2.0, 2.0))
+        return (coarse / coarse.std()).astype(np.float32)
+
+    w = _window(16)[None, :] * _window(16)[:, None]
+    spectrum = np.mean([np.abs(np.fft.fft2(n[0, y:y + 16, x:x + 16] * w)) ** 2 for n in (speckle() for _ in range(4))
+                        for y in range(0, 176, 16) for x in range(0, 176, 16)], axis=0)[None].astype(np.float32)
+    y, x = np.mgrid[0:192, 0:192] - 96
+    blob = (6.0 * np.exp(-(x ** 2 + y ** 2) / (2 * 4.0 ** 2)))[None].astype(np.float32)
+    grain, flat = speckle(), np.zeros(shape, np.float32)
+
+    kept_band = wiener_refinement.kept_bins(block)[0]
+
+    def coarse_sd(image: np.ndarray) -> float:  # the amplitude in the kept band, window by window (offset by 8)
+        return float(np.sqrt(np.mean([np.abs(np.fft.fft2(image[0, y:y + 16, x:x + 16] * w))[kept_band] ** 2
+                                      for y in range(8, 168, 16) for x in range(8, 168, 16)])))
+
+    passed = refine(grain, flat, spectrum)
+    floored = refine(grain, flat, spectrum, floor=0.7)
+    assert 0.7 * coarse_sd(passed) < coarse_sd(floored) < 0.85 * coarse_sd(passed)
+    # What the band carries of the blob (its windows' means come from the pilot either way) keeps at least the
+    # floor's share, and more than the noise does, by its own power.
+    kept_passed = refine(blob + grain, flat, spectrum) - passed
+    kept_floored = refine(blob + grain, flat, spectrum, floor=0.7) - floored
+    assert kept_floored[0, 96, 96] / kept_passed[0, 96, 96] > coarse_sd(floored) / coarse_sd(passed)
+    assert kept_passed[0, 96, 96] > 0.3 * blob.max()
+
+
 def test_lattice_bins_sit_at_the_sub_grids_frequencies():
     bins = lattice_bins((1, 16, 16), (1, 2, 2))
     for index in ((0, 8, 0), (0, 0, 8), (0, 8, 8), (0, 7, 1), (0, 9, 15)):

@@ -232,7 +232,8 @@ class Denoiser:
         level = np.float32((used_sd / estimate.sigma) ** 2)  # the strength scales the noise's power
         stages = _Stages(progress, WIENER_SHARE if self.group else 1.0)
         spectrum = wiener_refinement.window_spectrum(noise, block, volume3d.shape) * level
-        refined = wiener_refinement.refine(volume3d, pilot, spectrum, strides, stages.first, cancel)
+        refined = wiener_refinement.refine(volume3d, pilot, spectrum, strides, stages.first, cancel,
+                                           wiener_refinement.coarse_floor(modality))
         if not self.group:
             return refined, Refinement(block, noise.measured_by)
         cube = collaborative_filter.cube_shape(block)
