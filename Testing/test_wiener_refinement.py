@@ -180,6 +180,17 @@ def test_coarse_speckle_is_filtered_down_to_the_floor_and_strong_structure_stays
     assert kept_passed[0, 96, 96] > 0.3 * blob.max()
 
 
+def test_the_denoiser_filters_the_coarse_band_for_ultrasound_only_and_says_so(tiny_model_file):
+    denoiser = Denoiser(load_model(tiny_model_file), device="cpu")
+    rng = np.random.default_rng(5)
+    frame = np.clip(np.rint(60 + rng.rayleigh(15, (64, 80))), 0, 255).astype(np.uint8)
+    flat = Geometry((0.3, 0.3), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0))
+    said = denoiser.denoise(Volume(frame, flat, modality="us", source="b-mode")).describe()
+    assert "the coarsest band too (speckle is as coarse; at least 70% of it kept)" in said
+    mr = Volume(frame.astype(np.float32) * 10, flat, modality="mr", source="mr")
+    assert "coarsest band" not in denoiser.denoise(mr).describe()
+
+
 def test_lattice_bins_sit_at_the_sub_grids_frequencies():
     bins = lattice_bins((1, 16, 16), (1, 2, 2))
     for index in ((0, 8, 0), (0, 0, 8), (0, 8, 8), (0, 7, 1), (0, 9, 15)):

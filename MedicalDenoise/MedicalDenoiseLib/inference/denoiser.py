@@ -232,16 +232,16 @@ class Denoiser:
         level = np.float32((used_sd / estimate.sigma) ** 2)  # the strength scales the noise's power
         stages = _Stages(progress, WIENER_SHARE if self.group else 1.0)
         spectrum = wiener_refinement.window_spectrum(noise, block, volume3d.shape) * level
-        refined = wiener_refinement.refine(volume3d, pilot, spectrum, strides, stages.first, cancel,
-                                           wiener_refinement.coarse_floor(modality))
+        floor = wiener_refinement.coarse_floor(modality)
+        refined = wiener_refinement.refine(volume3d, pilot, spectrum, strides, stages.first, cancel, floor)
         if not self.group:
-            return refined, Refinement(block, noise.measured_by)
+            return refined, Refinement(block, noise.measured_by, floor=floor)
         cube = collaborative_filter.cube_shape(block)
         covariance = wiener_refinement.autocovariance(noise, cube, volume3d.shape) * level
         variance = collaborative_filter.coefficient_variance(covariance, cube)
         output = collaborative_filter.collaborate(volume3d, refined, variance, cube, stages.second, cancel)
         grouping = collaborative_filter.Grouping(cube, collaborative_filter.GROUP)
-        return output, Refinement(block, noise.measured_by, grouping)
+        return output, Refinement(block, noise.measured_by, grouping, floor)
 
     def _grain(self, strides, estimate, normalized: np.ndarray) -> Grain:
         """The user's strides; under auto, whole for a model that learned grain, else as measured."""

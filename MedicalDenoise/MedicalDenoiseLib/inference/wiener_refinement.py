@@ -77,16 +77,19 @@ _NON_NEGATIVE = 1e-4  # least power per bin in the exact spectrum, relative to i
 
 @dataclass(frozen=True)
 class Refinement:
-    """What the refinement did: its window ``(z, y, x)``, how the noise spectrum was measured and, when the
-    collaborative pass followed, its groups."""
+    """What the refinement did: its window ``(z, y, x)``, how the noise spectrum was measured, when the
+    collaborative pass followed its groups, and the least gain on the coarsest band (1: it passed)."""
 
     block: tuple[int, int, int]
     noise: str
     grouping: Grouping | None = None
+    floor: float = 1.0
 
     def describe(self) -> str:
         window = "×".join(map(str, self.block[1:] if self.block[0] == 1 else self.block))
         text = f"Wiener-filtered in {window} windows with the scan's noise spectrum ({self.noise})"
+        if self.floor < 1.0:
+            text += f", the coarsest band too (speckle is as coarse; at least {self.floor:.0%} of it kept)"
         return text + (f", then {self.grouping.describe()}" if self.grouping is not None else "")
 
 
