@@ -51,7 +51,7 @@ def test_a_masked_mr_keeps_its_zeros_and_a_noisy_background_has_no_outside(tiny_
     clean = phantom((19, 26, 23)) * 800
     noisy = np.abs(clean + rng.normal(0, 40, clean.shape))  # magnitude images are not negative
     z, y, x = np.indices(clean.shape)
-    brain = (y - 13) ** 2 + (x - 11) ** 2 < 10**2
+    brain = (y - 13) ** 2 + (x - 11) ** 2 < 8**2
     masked = np.where(brain, noisy, 0).astype(np.float32)
     result = tiny_denoiser.denoise(Volume(masked, oblique_geometry(), modality="mr", source="masked-mr"))
     assert np.all(result.volume.array[~brain] == 0)
@@ -60,6 +60,33 @@ def test_a_masked_mr_keeps_its_zeros_and_a_noisy_background_has_no_outside(tiny_
     background = np.rint(np.abs(rng.normal(0, 1.5, (8, 64, 64)) + 1j * rng.normal(0, 1.5, (8, 64, 64))))
     assert np.count_nonzero(background == 0) > 0
     assert find_outside_field(background.astype(np.float32), "mr") is None
+
+
+def test_noise_clipped_at_the_floor_a_cyst_and_a_lone_minimum_are_not_outside():
+    rng = np.random.default_rng(6)
+    # Air at −1024 HU with noise clipped at the pixel type's floor: half the voxels at the minimum, in clusters.
+    air = np.maximum(np.rint(rng.normal(-1024, 20, (3, 256, 256))), -1024).astype(np.float32)
+    air[:, 64:192, 64:192] = 40 + rng.normal(0, 20, (3, 128, 128))
+    assert np.count_nonzero(air == -1024) > 0.3 * air[:, :64].size
+    assert find_outside_field(air, "ct") is None
+    # A dark region at exactly the minimum inside anatomy (an anechoic cyst), away from the border.
+    frame = np.clip(np.rint(60 + rng.rayleigh(12, (128, 128))), 1, 255).astype(np.float32)
+    y, x = np.mgrid[0:128, 0:128]
+    frame[(y - 64) ** 2 + (x - 64) ** 2 < 15**2] = 0
+    assert find_outside_field(frame, "us") is None
+    # A small image whose darkest voxel is just noise.
+    small = rng.normal(100, 10, (4, 20, 30)).astype(np.float32)
+    assert find_outside_field(small, "mr") is None
+
+
+def test_non_finite_voxels_are_never_outside():
+    frame, outside = _fan_frame()
+    image = frame.astype(np.float32)
+    image[40:44, 60:64] = np.nan  # inside the fan; filled with the median, here the minimum, before the search
+    filled = np.where(np.isnan(image), 0, image)
+    found = find_outside_field(filled, "us", excluded=np.isnan(image))
+    assert found is not None and not found.mask[40:44, 60:64].any()
+    assert np.array_equal(found.mask, outside)
 
 
 def test_ct_padding_is_shown_to_the_network_as_air():

@@ -247,7 +247,7 @@ def _large_ct_part(data: Path | None, paths) -> list[str]:
             print(f"time: {LARGE_CT}, {label}", file=sys.stderr, flush=True)
             seconds, peak = _cli_run(data / LARGE_CT, Path(folder) / "output.nii.gz", model, grain, refine)
             rows.append([label, f"{seconds:.1f}", f"{peak:.0f}"])
-    return [f"### Time and memory: a whole chest CT, 512 × 512 × 141 (`{LARGE_CT}`, int16, 148 MiB as float32)", "",
+    return [f"### Time and memory: a whole chest CT, 512 × 512 × 141 (`{LARGE_CT}`, int16, 141 MiB as float32)", "",
             *_table(["path", "`medical-denoise denoise` s (start to exit)", "its peak RSS MiB"], rows),
             "The collaborative pass runs in slabs of 64 planes of 512 × 512 (plus 16 on each side), so its memory "
             "follows the slab, not the volume."]

@@ -140,12 +140,14 @@ def _prepare(volume: Volume, model: LoadedModel, modality: str) -> _Scan:
     if array.ndim != 3 or array.shape[0] < MIN_SLICES or min(array.shape[1:]) < MIN_IN_PLANE:
         raise InputError(f"{name}: too small to adapt on ({'×'.join(map(str, array.shape[::-1]))} voxels); adapting needs "
                          f"a 3D volume of at least {MIN_IN_PLANE}×{MIN_IN_PLANE}×{MIN_SLICES} voxels")
-    finite, _, _ = fill_non_finite(np.asarray(array, dtype=np.float32))
+    as_float = np.asarray(array, dtype=np.float32)
+    non_finite = ~np.isfinite(as_float)
+    finite, _, _ = fill_non_finite(as_float)
     work = finite
     if float(work.max()) == float(work.min()):
         raise InputError(f"{name}: the image is constant; there is no noise to adapt to")
     chosen = guess_modality(array, volume.modality if modality == "auto" else modality)
-    outside = find_outside_field(work, chosen)
+    outside = find_outside_field(work, chosen, excluded=non_finite if non_finite.any() else None)
     if outside is not None:
         work = outside.hidden(work)
     normalizer = IntensityNormalizer.fit(work, chosen)

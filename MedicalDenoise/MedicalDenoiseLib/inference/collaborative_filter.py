@@ -128,9 +128,7 @@ def collaborate(noisy: np.ndarray, refined: np.ndarray, variance: np.ndarray, cu
     planes = max(STEP, SLAB_VOXELS // (height * width) // STEP * STEP)
     halo = HALO if cube[0] > 1 else 0  # cubes one plane thick: the planes are independent
     axes = tuple(c > 1 for c in cube)
-    starts = list(range(0, depth, planes))
-    if len(starts) > 1 and depth - starts[-1] < cube[0]:
-        starts.pop()  # a last slab thinner than a cube joins the one before
+    starts = list(range(0, depth, planes))  # with its halo even a one-plane last slab holds a cube
     output = np.empty(noisy.shape, np.float32)
     for index, start in enumerate(starts):
         stop = starts[index + 1] if index + 1 < len(starts) else depth
@@ -250,9 +248,9 @@ def with_coarse_band(filtered: np.ndarray, refined: np.ndarray, axes: tuple[bool
     margin = [min(2 * CUBE * 2, n - 1) if on and n > 1 else 0 for n, on in zip(difference.shape, axes)]
     mirrored = np.pad(difference, [(m, m) for m in margin], mode="symmetric")
     del difference
-    squared = np.zeros((1, 1, 1))
+    squared = np.zeros((1, 1, 1), np.float32)
     for axis, (length, on) in enumerate(zip(mirrored.shape, axes)):
-        frequency = np.fft.rfftfreq(length) if axis == 2 else np.fft.fftfreq(length)
+        frequency = (np.fft.rfftfreq(length) if axis == 2 else np.fft.fftfreq(length)).astype(np.float32)
         if not on:
             frequency = np.zeros_like(frequency)
         squared = squared + frequency.reshape([-1 if i == axis else 1 for i in range(3)]) ** 2

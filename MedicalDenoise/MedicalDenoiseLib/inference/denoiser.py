@@ -157,6 +157,7 @@ class Denoiser:
         work = np.asarray(array, dtype=np.float32)
         if work.size and not np.isfinite(work).any():
             raise InputError(f"{volume.source}: every voxel is NaN or infinite; nothing to denoise")
+        non_finite = ~np.isfinite(work) if work.size and not np.isfinite(work).all() else None
         work, n_bad, fill = fill_non_finite(work)
         if n_bad:
             messages.append(
@@ -168,7 +169,7 @@ class Denoiser:
             messages.append("the image is constant: returned unchanged")
             return DenoiseResult(volume.with_array(work.copy()), 0.0, 0.0, chosen, "none",
                                  time.perf_counter() - started, messages, "none")
-        outside = find_outside_field(work, chosen)
+        outside = find_outside_field(work, chosen, excluded=non_finite)
         if outside is not None:
             work = outside.hidden(work)
         normalizer = IntensityNormalizer.fit(work, chosen)
