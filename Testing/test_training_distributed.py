@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,16 @@ def _state_after_batches(config_file: Path, mode: str, data: Path, rank: int, co
     return rng.bit_generator.state
 
 
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                          timeout=300)
+
+
+def _gloo_teardown_abort(result: subprocess.CompletedProcess) -> bool:
+    """The run finished (rank 0 printed its last line) and a process then aborted in C++ at exit."""
+    return "done: step" in result.stdout and "terminate called without an active exception" in result.stderr
+
+
 @pytest.mark.parametrize("mode", ["synthetic", "gan"])
 def test_torchrun_two_processes_finish_with_identical_weights(tmp_path, mode):
     data = make_volumes(tmp_path / "data")
@@ -39,8 +50,14 @@ def test_torchrun_two_processes_finish_with_identical_weights(tmp_path, mode):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "training.train", "--config", str(config), "--data", str(data),
                "--mode", mode, "--max-steps", "4", "--out", str(run), "--progress", "log"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                            timeout=300)
+    result = _run(command)
+    if result.returncode != 0 and _gloo_teardown_abort(result):
+        # gloo can abort a process at exit after the run has finished and every rank has passed the final barrier
+        # ("terminate called without an active exception"; seen once in four full test runs on 2 loaded cores, never in
+        # six runs of this test alone). That is
+        # torch's teardown, not training: run again from scratch, once, and hold the retry to every assertion.
+        shutil.rmtree(run)
+        result = _run(command)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "(2 process(es), 1 thread(s) each)" in result.stdout
     summary = json.loads((run / "summary.json").read_text())
