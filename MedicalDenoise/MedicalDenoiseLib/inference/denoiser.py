@@ -155,9 +155,11 @@ class Denoiser:
             raise InputError(f"{volume.source}: expected a non-empty 2D or 3D scalar image, got shape {array.shape}")
         messages: list[str] = []
         work = np.asarray(array, dtype=np.float32)
-        if work.size and not np.isfinite(work).any():
+        finite = np.isfinite(work)
+        if work.size and not finite.any():
             raise InputError(f"{volume.source}: every voxel is NaN or infinite; nothing to denoise")
-        non_finite = ~np.isfinite(work) if work.size and not np.isfinite(work).all() else None
+        non_finite = None if finite.all() else ~finite
+        del finite
         work, n_bad, fill = fill_non_finite(work)
         if n_bad:
             messages.append(
